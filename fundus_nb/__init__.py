@@ -1,0 +1,11 @@
+"""fundus_nb: helpers for a notebook series on label-efficient CNN training for retinal lesions.
+
+Module order (each depends only on those before it):
+``_io`` -> ``data`` -> ``preprocess`` -> ``patches`` -> ``models`` -> ``egl`` / ``ses`` -> ``train``
+-> ``lesions`` -> ``metrics`` -> ``plots`` / ``widgets`` -> ``runs``.
+
+(``egl`` and ``ses`` only *choose* samples; the shared fit loop lives in ``train``, which the
+notebooks call with the sampler that ``egl``/``ses`` provide.)
+"""
+
+__version__ = "0.1.0"
