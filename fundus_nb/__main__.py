@@ -1,0 +1,85 @@
+"""Command line: ``python -m fundus_nb run|sweep|summary``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .runs import RunError, parse_overrides, run_series, run_sweep, summary_table, PRESETS
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fundus_nb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
+    common.add_argument(
+        "-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+        help="override a notebook parameter (repeatable)",
+    )
+    common.add_argument("--only", help="comma-separated notebook numbers to run, e.g. 03,04")
+
+    run = sub.add_parser("run", parents=[common], help="execute the notebook series into runs/<run-id>/")
+    run.add_argument("--run-id", help="name of the run folder under runs/ (default: timestamp-preset)")
+    run.add_argument("--run-dir", help="explicit run folder (overrides --run-id)")
+    run.add_argument("--resume", action="store_true", help="rerun only what failed or did not run")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    sweep = sub.add_parser("sweep", parents=[common], help="run a grid of parameter values (-p NAME a,b,c)")
+    sweep.add_argument("--jobs", type=int, default=1, help="parallel runs (default 1)")
+    sweep.add_argument("--sweep-dir", help="folder for the grid's runs (default runs/sweep-<timestamp>)")
+
+    summary = sub.add_parser("summary", help="print the results table of a run folder")
+    summary.add_argument("run_dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    only = args.only.split(",") if getattr(args, "only", None) else None
+    try:
+        if args.command == "summary":
+            print(summary_table(args.run_dir))
+            return 0
+        overrides = parse_overrides(args.param)
+        if args.command == "run":
+            from ._io import runs_dir
+
+            run_dir = args.run_dir or (runs_dir() / args.run_id if args.run_id else None)
+            if args.resume and run_dir is None:
+                raise RunError("--resume needs the run to continue: pass --run-id NAME or --run-dir PATH")
+            result = run_series(
+                args.preset, overrides, only=only, run_dir=run_dir, resume=args.resume,
+                progress=not args.quiet,
+            )
+            for r in result.results:
+                line = f"{r.status:>7}  {r.name}  {r.wall_s:7.1f} s"
+                print(line + (f"  {r.error}" if r.error else ""))
+            print()
+            print(summary_table(result.run_dir))
+            if not result.ok:
+                failed = next(r for r in result.results if r.status == "failed")
+                print(
+                    f"error: notebook {failed.name} failed ({failed.error}); the partly executed copy is "
+                    f"{failed.output}. Fix it, then rerun with --resume --run-dir {result.run_dir}",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"outputs: {result.run_dir}")
+            return 0
+        if args.command == "sweep":
+            results = run_sweep(overrides, args.preset, sweep_dir=args.sweep_dir, jobs=args.jobs, only=only)
+            bad = 0
+            for point, target, code in results:
+                print(f"{'ok' if code == 0 else 'FAILED':>6}  {target}")
+                bad += code != 0
+            return 1 if bad else 0
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

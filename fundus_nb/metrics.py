@@ -1,0 +1,573 @@
+"""Evaluation metrics: image-level ROC with bootstrap CIs, paired AUC test, operating point,
+sensitivity / specificity / Cohen's kappa with CIs, patch-level F-measure, and lesion FROC.
+
+Everything here follows van Grinsven et al. 2016 (SeS, Sec. III) and Otálora et al. 2017 (EGL):
+
+* Image level: Az (ROC area) from scikit-learn; 95 % confidence intervals from a *stratified*
+  bootstrap (positives and negatives resampled separately, 10,000 replicates by default), computed
+  for all replicates at once from resampling counts (Mann-Whitney statistic with ties counted 1/2).
+* The paired test of two models on the same images uses the same replicates for both and the
+  bootstrap standard deviation of the AUC difference (the ``pROC`` "bootstrap" method):
+  ``z = delta / sd(delta*)``, two-sided normal p-value.
+* FROC: a reference lesion is detected at threshold t when a detection with probability >= t lies
+  within ``tolerance`` pixels (Euclidean, ``<=``) of it; false positives are the detections >= t on
+  *negative* images only, divided by the number of negative images (the paper's rule).
+
+Bootstrap replicates are drawn by :func:`stratified_bootstrap` (documented order, so a test or a
+user can redraw exactly the same replicates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+__all__ = [
+    "stratified_bootstrap",
+    "bootstrap_aucs",
+    "roc_auc_ci",
+    "paired_auc_test",
+    "ROCBand",
+    "roc_curve_ci",
+    "OperatingPoint",
+    "operating_point",
+    "binary_metrics",
+    "binary_metrics_ci",
+    "quality_mask",
+    "image_level_report",
+    "patch_metrics",
+    "FROCCurve",
+    "froc",
+    "sensitivity_at",
+]
+
+#: Replicates processed together: a chunk holds at most this many resampled values.
+_CHUNK_VALUES = 4_000_000
+
+
+# ----------------------------------------------------------------------------- input checks
+def _check_labels(y_true, name="y_true", need_both=True) -> np.ndarray:
+    y = np.asarray(y_true)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array of 0/1 labels, got shape {y.shape}.")
+    if y.dtype == bool:
+        y = y.astype(int)
+    if not np.issubdtype(y.dtype, np.number) or not np.all(np.isin(y, (0, 1))):
+        raise ValueError(f"{name} must contain only 0 (negative) and 1 (positive) labels.")
+    y = y.astype(int)
+    if need_both and (y.min() == y.max()):
+        only = "positive" if y[0] == 1 else "negative"
+        raise ValueError(
+            f"{name} holds only {only} examples; ROC, sensitivity and specificity need at least "
+            "one positive and one negative image: use a test set with both classes."
+        )
+    return y
+
+
+def _check_scores(y_score, n, name="y_score") -> np.ndarray:
+    s = np.asarray(y_score, dtype=float)
+    if s.ndim != 1 or s.shape[0] != n:
+        raise ValueError(f"{name} must be a 1-D array with one score per label ({n}), got shape {s.shape}.")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{name} contains NaN or infinite scores; every image needs a finite score.")
+    return s
+
+
+def _check_n_bootstrap(n_bootstrap) -> int:
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be a whole number >= 1, got {n_bootstrap}.")
+    return int(n_bootstrap)
+
+
+def _check_alpha(alpha) -> float:
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1) (0.05 gives a 95 % interval), got {alpha}.")
+    return float(alpha)
+
+
+# ----------------------------------------------------------------------------- bootstrap
+def stratified_bootstrap(y_true, n_bootstrap: int = 10000, seed: int = 0) -> Iterator[np.ndarray]:
+    """Yield stratified bootstrap replicates as index arrays, in chunks.
+
+    Each yielded array has shape ``(b, n)``: ``b`` replicates (chunks of a size that depends only on
+    ``n``), each row holding indices into ``y_true``: first ``n_pos`` positives drawn with
+    replacement from the positives, then ``n_neg`` negatives drawn from the negatives.
+    Per chunk, with ``rng = numpy.random.default_rng(seed)``:
+    ``rng.integers(0, n_pos, (b, n_pos))`` then ``rng.integers(0, n_neg, (b, n_neg))``.
+    """
+    y = _check_labels(y_true)
+    n_bootstrap = _check_n_bootstrap(n_bootstrap)
+    pos = np.flatnonzero(y == 1)
+    neg = np.flatnonzero(y == 0)
+    n = y.size
+    chunk = max(1, _CHUNK_VALUES // n)
+    rng = np.random.default_rng(seed)
+    done = 0
+    while done < n_bootstrap:
+        b = min(chunk, n_bootstrap - done)
+        ip = rng.integers(0, pos.size, (b, pos.size))
+        ineg = rng.integers(0, neg.size, (b, neg.size))
+        yield np.concatenate([pos[ip], neg[ineg]], axis=1)
+        done += b
+
+
+def _counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """(b, n) counts of each index per row of ``idx`` (b, m)."""
+    b = idx.shape[0]
+    flat = (idx + (np.arange(b) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n)
+
+
+def _aucs_from_chunk(idx, y, scores_list) -> list[np.ndarray]:
+    """Mann-Whitney AUC (ties 1/2) of each replicate row of ``idx`` for every score vector."""
+    pos = np.flatnonzero(y == 1)
+    neg = np.flatnonzero(y == 0)
+    n_pos, n_neg = pos.size, neg.size
+    # Resampling counts of each original positive / negative in each replicate.
+    cp = _counts(np.searchsorted(pos, idx[:, :n_pos]), n_pos)
+    cn = _counts(np.searchsorted(neg, idx[:, n_pos:]), n_neg)
+    out = []
+    for s in scores_list:
+        sn = s[neg]
+        order = np.argsort(sn, kind="stable")
+        sorted_neg = sn[order]
+        cum = np.concatenate([np.zeros((cn.shape[0], 1)), np.cumsum(cn[:, order], axis=1)], axis=1)
+        lo = np.searchsorted(sorted_neg, s[pos], side="left")
+        hi = np.searchsorted(sorted_neg, s[pos], side="right")
+        below = cum[:, lo]
+        ties = cum[:, hi] - below
+        out.append(np.einsum("bi,bi->b", cp, below + 0.5 * ties) / (n_pos * n_neg))
+    return out
+
+
+def bootstrap_aucs(y_true, y_score, n_bootstrap: int = 10000, seed: int = 0) -> np.ndarray:
+    """AUC of every stratified bootstrap replicate (:func:`stratified_bootstrap` order), shape (B,)."""
+    y = _check_labels(y_true)
+    s = _check_scores(y_score, y.size)
+    return np.concatenate(
+        [_aucs_from_chunk(idx, y, [s])[0] for idx in stratified_bootstrap(y, n_bootstrap, seed)]
+    )
+
+
+def roc_auc_ci(y_true, y_score, n_bootstrap: int = 10000, alpha: float = 0.05, seed: int = 0):
+    """ROC area with a percentile bootstrap confidence interval.
+
+    Parameters
+    ----------
+    y_true : (n,) array of 0/1
+        Reference labels (both classes must occur).
+    y_score : (n,) float array
+        Scores, higher meaning "more likely positive".
+    n_bootstrap : int
+        Number of stratified bootstrap replicates.
+    alpha : float
+        1 - confidence level (0.05: 95 % interval from the 2.5 and 97.5 percentiles).
+    seed : int
+        Seed of the replicates (:func:`stratified_bootstrap`).
+
+    Returns
+    -------
+    (auc, lo, hi) : tuple of float
+        ``auc`` from :func:`sklearn.metrics.roc_auc_score`; ``lo``, ``hi`` the interval bounds.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = _check_labels(y_true)
+    s = _check_scores(y_score, y.size)
+    alpha = _check_alpha(alpha)
+    aucs = bootstrap_aucs(y, s, n_bootstrap, seed)
+    lo, hi = np.quantile(aucs, [alpha / 2, 1 - alpha / 2])
+    return float(roc_auc_score(y, s)), float(lo), float(hi)
+
+
+def paired_auc_test(y_true, score_a, score_b, n_bootstrap: int = 10000, seed: int = 0):
+    """Paired bootstrap test of two models' AUCs on the same images.
+
+    Both models are scored on the same stratified replicates; with ``delta = AUC_a - AUC_b``
+    (scikit-learn) and ``sd`` the standard deviation (ddof=1) of the replicate differences,
+    ``z = delta / sd`` and the two-sided p-value is ``2 * (1 - Phi(|z|))`` (pROC's bootstrap method).
+    Identical score vectors give ``(0.0, 1.0)``.
+
+    Returns
+    -------
+    (delta, p_value) : tuple of float
+    """
+    from scipy.stats import norm
+    from sklearn.metrics import roc_auc_score
+
+    y = _check_labels(y_true)
+    a = _check_scores(score_a, y.size, "score_a")
+    b = _check_scores(score_b, y.size, "score_b")
+    n_bootstrap = _check_n_bootstrap(n_bootstrap)
+    if n_bootstrap < 2:
+        raise ValueError("paired_auc_test needs n_bootstrap >= 2 to estimate a standard deviation.")
+    diffs = []
+    for idx in stratified_bootstrap(y, n_bootstrap, seed):
+        aa, bb = _aucs_from_chunk(idx, y, [a, b])
+        diffs.append(aa - bb)
+    diffs = np.concatenate(diffs)
+    delta = float(roc_auc_score(y, a) - roc_auc_score(y, b))
+    sd = float(np.std(diffs, ddof=1))
+    if sd == 0.0:
+        return delta, 1.0 if delta == 0.0 else 0.0
+    return delta, float(2 * norm.sf(abs(delta) / sd))
+
+
+class ROCBand(NamedTuple):
+    """ROC curve on a fixed FPR grid with a pointwise bootstrap band (for Fig. 8-style plots)."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def _tpr_on_grid(fpr_rows: np.ndarray, tpr_rows: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Highest TPR at an FPR not above each grid value, row by row (ROC as a step function)."""
+    out = np.empty((fpr_rows.shape[0], grid.size))
+    for b in range(fpr_rows.shape[0]):
+        out[b] = tpr_rows[b, np.searchsorted(fpr_rows[b], grid, side="right") - 1]
+    return out
+
+
+def roc_curve_ci(
+    y_true, y_score, n_bootstrap: int = 2000, alpha: float = 0.05, seed: int = 0, n_grid: int = 101
+) -> ROCBand:
+    """ROC curve with a pointwise percentile bootstrap band on an FPR grid.
+
+    At each grid FPR ``f`` the curve's value is the highest TPR reached at an FPR ``<= f``
+    (predict positive when ``score >= threshold``); ``lo``/``hi`` are the ``alpha/2`` and
+    ``1 - alpha/2`` percentiles of that value over :func:`stratified_bootstrap` replicates.
+    """
+    y = _check_labels(y_true)
+    s = _check_scores(y_score, y.size)
+    alpha = _check_alpha(alpha)
+    if int(n_grid) != n_grid or n_grid < 2:
+        raise ValueError(f"n_grid must be a whole number >= 2, got {n_grid}.")
+    grid = np.linspace(0.0, 1.0, int(n_grid))
+    u = np.unique(s)[::-1]  # thresholds, decreasing
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    # Number of positives / negatives with score >= u_k, as positions in score-sorted order.
+    sp, sn = np.sort(-s[pos]), np.sort(-s[neg])
+    kp = np.searchsorted(sp, -u, side="right")
+    kn = np.searchsorted(sn, -u, side="right")
+    op, on = np.argsort(-s[pos], kind="stable"), np.argsort(-s[neg], kind="stable")
+
+    def rows(cp, cn):
+        cum_p = np.concatenate([np.zeros((cp.shape[0], 1)), np.cumsum(cp[:, op], axis=1)], axis=1)
+        cum_n = np.concatenate([np.zeros((cn.shape[0], 1)), np.cumsum(cn[:, on], axis=1)], axis=1)
+        tpr = np.concatenate([np.zeros((cp.shape[0], 1)), cum_p[:, kp] / pos.size], axis=1)
+        fpr = np.concatenate([np.zeros((cn.shape[0], 1)), cum_n[:, kn] / neg.size], axis=1)
+        return _tpr_on_grid(fpr, tpr, grid)
+
+    point = rows(np.ones((1, pos.size)), np.ones((1, neg.size)))[0]
+    reps = []
+    for idx in stratified_bootstrap(y, n_bootstrap, seed):
+        cp = _counts(np.searchsorted(pos, idx[:, : pos.size]), pos.size)
+        cn = _counts(np.searchsorted(neg, idx[:, pos.size :]), neg.size)
+        reps.append(rows(cp, cn))
+    lo, hi = np.quantile(np.concatenate(reps), [alpha / 2, 1 - alpha / 2], axis=0)
+    return ROCBand(grid, point, lo, hi)
+
+
+# ----------------------------------------------------------------------------- operating point
+class OperatingPoint(NamedTuple):
+    """A point of the ROC curve: predict positive when ``score >= threshold``."""
+
+    threshold: float
+    sensitivity: float
+    specificity: float
+
+
+def operating_point(y_true, y_score) -> OperatingPoint:
+    """The ROC point closest (Euclidean) to the upper-left corner (FPR 0, TPR 1).
+
+    Candidate thresholds are the distinct scores (``score >= threshold`` is positive); on a tie in
+    distance the higher threshold wins.
+    """
+    from sklearn.metrics import roc_curve
+
+    y = _check_labels(y_true)
+    s = _check_scores(y_score, y.size)
+    fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
+    ok = np.isfinite(thr)
+    fpr, tpr, thr = fpr[ok], tpr[ok], thr[ok]
+    i = int(np.argmin(np.hypot(fpr, 1.0 - tpr)))  # first minimum = highest threshold
+    return OperatingPoint(float(thr[i]), float(tpr[i]), float(1.0 - fpr[i]))
+
+
+# ----------------------------------------------------------------------------- binary metrics
+def _confusion(tp, fn, fp, tn):
+    """Sensitivity, specificity and Cohen's kappa from (arrays of) confusion counts."""
+    tp, fn, fp, tn = (np.asarray(v, dtype=float) for v in (tp, fn, fp, tn))
+    n = tp + fn + fp + tn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens = tp / (tp + fn)
+        spec = tn / (tn + fp)
+        po = (tp + tn) / n
+        pe = ((tp + fn) * (tp + fp) + (tn + fp) * (tn + fn)) / n**2
+        kappa = (po - pe) / (1.0 - pe)
+    return sens, spec, kappa
+
+
+def binary_metrics(y_true, y_pred) -> dict:
+    """Sensitivity, specificity and Cohen's kappa (scikit-learn) of 0/1 predictions."""
+    from sklearn.metrics import cohen_kappa_score
+
+    y = _check_labels(y_true)
+    p = _check_labels(y_pred, "y_pred", need_both=False)
+    if p.size != y.size:
+        raise ValueError(f"y_pred has {p.size} entries but y_true has {y.size}; give one per image.")
+    tp = int(np.sum((y == 1) & (p == 1)))
+    tn = int(np.sum((y == 0) & (p == 0)))
+    return {
+        "sensitivity": tp / int(np.sum(y == 1)),
+        "specificity": tn / int(np.sum(y == 0)),
+        "kappa": float(cohen_kappa_score(y, p)) if len(np.unique(np.r_[y, p])) > 1 else float("nan"),
+    }
+
+
+def binary_metrics_ci(y_true, y_pred, n_bootstrap: int = 10000, alpha: float = 0.05, seed: int = 0):
+    """Sensitivity, specificity and Cohen's kappa with stratified bootstrap CIs.
+
+    Returns
+    -------
+    dict
+        ``{"sensitivity": (value, lo, hi), "specificity": (...), "kappa": (...)}``; values from
+        :func:`binary_metrics`, bounds the ``alpha/2`` and ``1 - alpha/2`` percentiles over the
+        replicates of :func:`stratified_bootstrap` (replicates with undefined kappa are skipped).
+    """
+    y = _check_labels(y_true)
+    alpha = _check_alpha(alpha)
+    point = binary_metrics(y, y_pred)
+    p = np.asarray(y_pred).astype(int)
+    reps = {k: [] for k in point}
+    for idx in stratified_bootstrap(y, n_bootstrap, seed):
+        yt, yp = y[idx], p[idx]
+        tp = np.sum((yt == 1) & (yp == 1), axis=1)
+        fn = np.sum((yt == 1) & (yp == 0), axis=1)
+        fp = np.sum((yt == 0) & (yp == 1), axis=1)
+        tn = np.sum((yt == 0) & (yp == 0), axis=1)
+        for k, v in zip(("sensitivity", "specificity", "kappa"), _confusion(tp, fn, fp, tn)):
+            reps[k].append(v)
+    out = {}
+    for k, v in point.items():
+        r = np.concatenate(reps[k])
+        r = r[np.isfinite(r)]
+        lo, hi = np.quantile(r, [alpha / 2, 1 - alpha / 2]) if r.size else (np.nan, np.nan)
+        out[k] = (float(v), float(lo), float(hi))
+    return out
+
+
+def quality_mask(quality: Sequence, poor: Iterable[str] = ("poor", "bad", "ungradable")) -> np.ndarray:
+    """Boolean mask of the images to keep once poor-quality images are removed.
+
+    ``quality`` holds one label per image (e.g. ``FundusImage.quality``); labels in ``poor``
+    (case-insensitive) are dropped. Unknown quality (None) is an error: the filtered table would
+    silently mix graded and ungraded images.
+    """
+    q = list(quality)
+    missing = sum(v is None for v in q)
+    if missing:
+        raise ValueError(
+            f"quality is unknown for {missing} of {len(q)} images; the quality-filtered table "
+            "needs a quality label for every image (skip it for datasets without quality grades)."
+        )
+    poor_set = {str(p).lower() for p in poor}
+    return np.array([str(v).lower() not in poor_set for v in q], dtype=bool)
+
+
+def image_level_report(y_true, y_score, n_bootstrap: int = 10000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """Table III of the SeS paper for one model: Az with CI, operating point, sens/spec/kappa CIs.
+
+    Returns a flat dict of floats: ``az, az_lo, az_hi, threshold, sensitivity(_lo/_hi),
+    specificity(_lo/_hi), kappa(_lo/_hi), tp, fn, fp, tn, n_images``.
+    """
+    y = _check_labels(y_true)
+    s = _check_scores(y_score, y.size)
+    az, lo, hi = roc_auc_ci(y, s, n_bootstrap, alpha, seed)
+    op = operating_point(y, s)
+    pred = (s >= op.threshold).astype(int)
+    out = {"az": az, "az_lo": lo, "az_hi": hi, "threshold": op.threshold}
+    for k, (v, vlo, vhi) in binary_metrics_ci(y, pred, n_bootstrap, alpha, seed).items():
+        out.update({k: v, f"{k}_lo": vlo, f"{k}_hi": vhi})
+    out.update(
+        tp=int(np.sum((y == 1) & (pred == 1))),
+        fn=int(np.sum((y == 1) & (pred == 0))),
+        fp=int(np.sum((y == 0) & (pred == 1))),
+        tn=int(np.sum((y == 0) & (pred == 0))),
+        n_images=int(y.size),
+    )
+    return out
+
+
+# ----------------------------------------------------------------------------- patch level
+def patch_metrics(y_true, y_pred) -> dict:
+    """Patch-level F-measure, sensitivity (recall) and specificity of 0/1 predictions (EGL paper).
+
+    Returns ``dict(f_measure, sensitivity, specificity)``; F-measure is 0 when nothing is predicted
+    positive (scikit-learn's ``zero_division=0`` convention).
+    """
+    y = _check_labels(y_true)
+    p = _check_labels(y_pred, "y_pred", need_both=False)
+    if p.size != y.size:
+        raise ValueError(f"y_pred has {p.size} entries but y_true has {y.size}; give one per patch.")
+    tp = np.sum((y == 1) & (p == 1))
+    fp = np.sum((y == 0) & (p == 1))
+    fn = np.sum((y == 1) & (p == 0))
+    tn = np.sum((y == 0) & (p == 0))
+    f = 2 * tp / (2 * tp + fp + fn)
+    return {"f_measure": float(f), "sensitivity": float(tp / (tp + fn)), "specificity": float(tn / (tn + fp))}
+
+
+# ----------------------------------------------------------------------------- FROC
+@dataclass
+class FROCCurve:
+    """Free-response ROC curve, one entry per distinct detection probability.
+
+    Attributes
+    ----------
+    thresholds : (T,) float, strictly decreasing
+    fp_per_image : (T,) float, false positives per negative image at each threshold
+    sensitivity : (T,) float, fraction of reference lesions detected at each threshold
+    n_lesions, n_negative_images : int
+    """
+
+    thresholds: np.ndarray
+    fp_per_image: np.ndarray
+    sensitivity: np.ndarray
+    n_lesions: int
+    n_negative_images: int
+
+    def __len__(self) -> int:
+        return int(self.thresholds.shape[0])
+
+
+def _as_points(arr, width, what, key) -> np.ndarray:
+    a = np.asarray(arr, dtype=float)
+    if a.size == 0:
+        return np.zeros((0, width))
+    if a.ndim != 2 or a.shape[1] != width:
+        raise ValueError(f"{what} of image {key!r} must be an (N, {width}) array, got shape {a.shape}.")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{what} of image {key!r} contain NaN or infinite values.")
+    return a
+
+
+def _check_inside(points, shape, what, key):
+    if shape is None or len(points) == 0:
+        return
+    h, w = shape[:2]
+    r, c = points[:, 0], points[:, 1]
+    bad = (r < 0) | (r > h - 1) | (c < 0) | (c > w - 1)
+    if bad.any():
+        raise ValueError(
+            f"{int(bad.sum())} {what} of image {key!r} lie outside its {h}x{w} pixels "
+            f"(first at row {r[bad][0]:g}, col {c[bad][0]:g}); centres are (row, col) in pixels."
+        )
+
+
+def froc(
+    detections: Mapping[str, np.ndarray],
+    lesions: Mapping[str, np.ndarray],
+    negative_ids: Iterable[str],
+    tolerance: float = 8.0,
+    image_shapes: Mapping[str, tuple] | None = None,
+) -> FROCCurve:
+    """Lesion-level FROC curve (van Grinsven et al. 2016).
+
+    Parameters
+    ----------
+    detections : mapping image id -> (K, 3) array of (row, col, probability)
+        Candidates of every test image (images without any may be left out).
+    lesions : mapping image id -> (M, 2) array of reference centres (row, col)
+        One entry per image with lesions (images with an empty array are allowed).
+    negative_ids : iterable of image ids
+        The images without lesions: false positives are counted on these only.
+    tolerance : float
+        A detection hits a lesion when their Euclidean distance is ``<= tolerance`` pixels.
+    image_shapes : mapping image id -> (H, W), optional
+        When given, every detection and lesion centre must lie inside its image.
+
+    Returns
+    -------
+    FROCCurve
+        At threshold t: sensitivity = lesions with a detection >= t within tolerance (each
+        counted once) / all lesions; fp_per_image = detections >= t on negative images / number of
+        negative images. One entry per distinct detection probability (over all images), decreasing.
+    """
+    if not np.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance must be a finite distance >= 0 pixels, got {tolerance}.")
+    negatives = set(negative_ids)
+    known = negatives | set(lesions)
+    unknown = [k for k in detections if k not in known]
+    if unknown:
+        raise ValueError(
+            f"detections given for {len(unknown)} image id(s) that are neither in `lesions` nor in "
+            f"`negative_ids` (e.g. {unknown[0]!r}); list every test image in one of the two."
+        )
+    if not negatives:
+        raise ValueError("negative_ids is empty; FP per image needs at least one image without lesions.")
+    if image_shapes is not None:
+        missing = [k for k in known if k not in image_shapes]
+        if missing:
+            raise ValueError(f"image_shapes lacks image {missing[0]!r}; give a shape for every test image.")
+
+    lesion_thr = []  # per lesion: max probability of the detections within tolerance
+    for key, centres in lesions.items():
+        centres = _as_points(centres, 2, "lesion centres", key)
+        if key in negatives and len(centres):
+            raise ValueError(
+                f"image {key!r} is listed in negative_ids but has {len(centres)} lesion(s); "
+                "a negative image must have no lesions."
+            )
+        shape = None if image_shapes is None else image_shapes[key]
+        _check_inside(centres, shape, "lesion centres", key)
+        det = _as_points(detections.get(key, ()), 3, "detections", key)
+        _check_inside(det, shape, "detections", key)
+        if not len(centres):
+            continue
+        if not len(det):
+            lesion_thr.append(np.full(len(centres), -np.inf))
+            continue
+        d2 = ((centres[:, None, :] - det[None, :, :2]) ** 2).sum(-1)
+        probs = np.where(d2 <= tolerance**2, det[None, :, 2], -np.inf)
+        lesion_thr.append(probs.max(axis=1))
+    lesion_thr = np.concatenate(lesion_thr) if lesion_thr else np.zeros(0)
+    if lesion_thr.size == 0:
+        raise ValueError("there are no reference lesions; sensitivity needs at least one lesion.")
+
+    all_probs, neg_probs = [], []
+    for key, det in detections.items():
+        det = _as_points(det, 3, "detections", key)
+        if key in negatives and key not in lesions:
+            _check_inside(det, None if image_shapes is None else image_shapes[key], "detections", key)
+        all_probs.append(det[:, 2])
+        if key in negatives:
+            neg_probs.append(det[:, 2])
+    all_probs = np.concatenate(all_probs) if all_probs else np.zeros(0)
+    neg_probs = np.sort(np.concatenate(neg_probs)) if neg_probs else np.zeros(0)
+
+    thresholds = np.unique(all_probs)[::-1]
+    sorted_lesions = np.sort(lesion_thr)
+    n_les = lesion_thr.size
+    sens = (n_les - np.searchsorted(sorted_lesions, thresholds, side="left")) / n_les
+    fps = (neg_probs.size - np.searchsorted(neg_probs, thresholds, side="left")) / len(negatives)
+    return FROCCurve(thresholds, fps.astype(float), sens.astype(float), int(n_les), len(negatives))
+
+
+def sensitivity_at(curve: FROCCurve, fp_rates) -> np.ndarray:
+    """Highest sensitivity reached at an FP-per-image rate not above each of ``fp_rates``.
+
+    Rates below the curve's first point give 0.0 (nothing detected without exceeding them).
+    """
+    rates = np.atleast_1d(np.asarray(fp_rates, dtype=float))
+    if not np.all(np.isfinite(rates)) or np.any(rates < 0):
+        raise ValueError(f"fp_rates must be finite numbers >= 0, got {fp_rates}.")
+    if len(curve) == 0:
+        return np.zeros(rates.shape)
+    best = np.maximum.accumulate(curve.sensitivity)
+    pos = np.searchsorted(curve.fp_per_image, rates, side="right") - 1
+    return np.where(pos >= 0, best[np.clip(pos, 0, None)], 0.0)

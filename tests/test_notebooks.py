@@ -1,0 +1,90 @@
+"""Every notebook of the series runs headless in the quick preset, and its checked outputs reproduce.
+
+The whole series runs once (module-scoped fixture) through the main job's runner, exactly as
+``python -m fundus_nb run --preset quick`` does; nbval then re-executes the executed copies
+(``--nbval-lax``: only cells marked ``# NBVAL_CHECK_OUTPUT`` are compared).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fundus_nb import runs
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+EXPECTED = ["01_preprocessing", "02_patch_datasets", "03_lenet_egl", "04_ses_hemorrhage", "05_evaluation"]
+
+
+def test_the_series_is_complete():
+    names = [p.stem for p in NOTEBOOKS]
+    missing = [n for n in EXPECTED if n not in names]
+    assert not missing, f"missing notebooks: {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_has_no_outputs(path):
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, f"{path.name} cell {i} carries outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_follows_the_conventions(path):
+    nb = nbformat.read(str(path), as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("#")
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    params = runs.notebook_parameters(path)
+    for common in ("seed", "quick", "run_dir"):
+        assert common in params, f"{path.name} must declare {common!r}"
+    assert any(c.cell_type == "markdown" and "learned" in c.source.lower() for c in nb.cells[-3:]), (
+        f"{path.name} must end with what was learned"
+    )
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("quick_run")
+    result = runs.run_series("quick", run_dir=run_dir, progress=False, stop_on_error=False)
+    return result
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_quick_preset(quick_run, path):
+    by_name = {r.name: r for r in quick_run.results}
+    r = by_name[path.stem]
+    assert r.status == "ok", f"{path.stem} failed: {r.error} (executed copy: {r.output})"
+    executed = nbformat.read(str(r.output), as_version=4)
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+
+
+def test_quick_run_records_metrics_for_each_notebook(quick_run):
+    metrics = json.loads((quick_run.run_dir / "metrics.json").read_text())
+    for path in NOTEBOOKS:
+        if path.stem == "06_compare_runs":
+            continue
+        assert path.stem in metrics and metrics[path.stem], f"{path.stem} recorded no metrics"
+    assert (quick_run.run_dir / "summary.md").is_file()
+    assert any((quick_run.run_dir / "figures").glob("*.png"))
+
+
+def test_executed_notebooks_reproduce_under_nbval(quick_run):
+    copies = [str(r.output) for r in quick_run.results if r.status == "ok"]
+    assert copies
+    env = dict(os.environ, TQDM_DISABLE="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+         "--nbval-current-env", "--sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
+         "--rootdir", str(quick_run.run_dir), *copies],
+        cwd=quick_run.run_dir, capture_output=True, text=True, env=env, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

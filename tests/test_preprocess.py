@@ -1,0 +1,332 @@
+"""Tests of fundus_nb.preprocess (FOV, crop, standardize, contrast) and fundus_nb.plots.
+
+References are independent of the code under test: exact analytic discs, a smoothed-red-channel
+threshold on the real photographs, brute-force loops, and scipy's gaussian_filter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from fundus_nb import data, plots, preprocess as pp
+
+IDRID = Path("/work/shared/data/idrid/A. Segmentation/1. Original Images/a. Training Set")
+
+
+# ----------------------------------------------------------------------------- helpers
+def iou(a, b):
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    return (a & b).sum() / (a | b).sum()
+
+
+def disc_truth(shape, cy, cx, r):
+    """Brute-force reference disc: every pixel centre within r of (cy, cx)."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def fake_fundus(seed, h=480, w=640, r=None, cy=None, cx=None, dark=False, notch=True):
+    """A disc-shaped 'fundus' with vignetting (dark rim), texture noise, a notch tab and JPEG-like
+    background noise; returns (image uint8, exact fov)."""
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(0.45, 0.6) * h if r is None else r  # often larger than h/2: clipped top/bottom
+    cy = h / 2 + rng.uniform(-8, 8) if cy is None else cy
+    cx = w / 2 + rng.uniform(-20, 20) if cx is None else cx
+    yy, xx = np.mgrid[:h, :w].astype(float)
+    d = np.hypot(yy - cy, xx - cx)
+    truth = d <= r
+    colour = np.array([200.0, 95.0, 45.0]) * (0.3 if dark else 1.0)
+    fall = 1.0 - 0.7 * (d / r) ** 4
+    img = colour * fall[..., None] + rng.normal(0, 5, (h, w, 3))
+    img[~truth] = rng.uniform(0, 9, (int((~truth).sum()), 3))
+    if notch:  # camera orientation tab just outside the circle
+        a = rng.uniform(0, 2 * np.pi)
+        ny, nx = cy + (r + 4) * np.sin(a), cx + (r + 4) * np.cos(a)
+        tab = (np.abs(yy - ny) < 8) & (np.abs(xx - nx) < 8) & ~truth
+        img[tab] = colour * 0.5
+    return np.clip(img, 0, 255).astype(np.uint8), truth
+
+
+def reference_fov(image, threshold):
+    """Independent FOV reference at full resolution: threshold a heavily smoothed red channel,
+    keep the largest component, fill holes."""
+    red = ndi.gaussian_filter(image[..., 0].astype(np.float32), 4)
+    lab, _ = ndi.label(red > threshold)
+    big = lab == 1 + np.bincount(lab.ravel())[1:].argmax()
+    return ndi.binary_fill_holes(big)
+
+
+# ----------------------------------------------------------------------------- FOV
+@pytest.mark.parametrize("seed", range(6))
+def test_fov_mask_iou_on_synthetic_discs(seed):
+    image, truth = fake_fundus(seed, dark=seed % 3 == 2)
+    mask = pp.fov_mask(image)
+    assert mask.dtype == bool and mask.shape == truth.shape
+    assert iou(mask, truth) >= 0.98
+    assert iou(mask, truth) >= 0.99  # the bar with margin: radius within about one pixel
+
+
+def test_fov_circle_parameters_recovered_on_clipped_disc():
+    image, truth = fake_fundus(11, h=400, w=600, r=240.0, cy=205.0, cx=290.0)
+    mask, circle = pp.fov_mask(image, return_circle=True)
+    cy, cx, r = circle
+    assert abs(cy - 205.0) < 1.5 and abs(cx - 290.0) < 1.5 and abs(r - 240.0) < 1.5
+    # fov_circle on the exact mask is exact to a fraction of a pixel
+    cy2, cx2, r2 = pp.fov_circle(truth)
+    assert abs(cy2 - 205.0) < 0.5 and abs(cx2 - 290.0) < 0.5 and abs(r2 - 240.0) < 0.5
+
+
+def test_fov_mask_on_large_image_is_downsampled_and_accurate():
+    image, truth = fake_fundus(5, h=1500, w=2200, r=800.0, cy=748.0, cx=1103.0)
+    assert iou(pp.fov_mask(image), truth) >= 0.995
+
+
+def test_fov_mask_on_dataset_synthetic_records():
+    if not hasattr(data, "load"):
+        pytest.skip("fundus_nb.data.load is not available yet")
+    try:
+        records = data.load("synthetic")
+    except Exception as exc:  # pragma: no cover - depends on the data module's state
+        pytest.skip(f"data.load('synthetic') not usable yet: {exc}")
+    records = [r for r in records if r.fov is not None][:4]
+    if not records:
+        pytest.skip("synthetic records carry no fov")
+    for rec in records:
+        assert iou(pp.fov_mask(rec.image), rec.fov) >= 0.98, rec.id
+
+
+def test_fov_mask_on_skimage_retina():
+    from skimage import data as skdata
+
+    image = skdata.retina()
+    mask, circle = pp.fov_mask(image, return_circle=True)
+    ref = reference_fov(image, 30)
+    assert iou(mask, ref) >= 0.98
+    cy, cx, r = circle
+    assert abs(cy - 705) < 15 and abs(cx - 705) < 15 and 680 < r < 715
+
+
+@pytest.mark.skipif(not IDRID.is_dir(), reason="IDRiD samples not present in /work/shared/data")
+@pytest.mark.parametrize("name", ["IDRiD_01.jpg", "IDRiD_04.jpg", "IDRiD_10.jpg"])
+def test_fov_mask_on_real_idrid(name):
+    from skimage import io
+
+    image = io.imread(IDRID / name)
+    mask = pp.fov_mask(image)
+    ref = reference_fov(image, 30)
+    assert ref[0].any() and ref[-1].any()  # the reference sees the circle clipped top and bottom
+    assert iou(mask, ref) >= 0.98
+    assert mask[0].any() and mask[-1].any()
+
+
+def test_fov_mask_fallback_for_non_circular_fov():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 8, (300, 400, 3)).astype(np.uint8)
+    image[40:260, 60:340] = (180, 90, 50)
+    truth = np.zeros((300, 400), bool)
+    truth[40:260, 60:340] = True
+    assert iou(pp.fov_mask(image), truth) >= 0.98
+
+
+def test_fov_mask_float_input_matches_uint8():
+    image, _ = fake_fundus(3)
+    np.testing.assert_array_equal(pp.fov_mask(image.astype(np.float64) / 255.0), pp.fov_mask(image))
+
+
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (np.zeros((200, 200, 3), np.uint8), "No field of view"),
+        (np.full((200, 200, 3), 200, np.uint8), "No field of view"),
+        (np.zeros((200, 200), np.uint8), "grayscale"),
+        (np.zeros((200, 200, 4), np.uint8), "RGBA"),
+        (np.zeros((200, 200, 3), np.int16), "dtype"),
+        (np.full((200, 200, 3), 2.0), r"outside \[0, 1\]"),
+        (np.zeros((8, 8, 3), np.uint8), "16x16"),
+    ],
+)
+def test_fov_mask_bad_input(image, match):
+    with pytest.raises(ValueError, match=match):
+        pp.fov_mask(image)
+
+
+def test_fov_mask_tiny_bright_spot_is_not_a_fov():
+    image = np.zeros((300, 300, 3), np.uint8)
+    image[10:20, 10:20] = 200
+    with pytest.raises(ValueError, match="No field of view"):
+        pp.fov_mask(image)
+
+
+# ----------------------------------------------------------------------------- crop
+def test_crop_to_fov_is_square_centred_and_padded():
+    h, w, cy, cx, r = 300, 500, 148.0, 260.0, 180.0  # clipped at top and bottom
+    truth = disc_truth((h, w), cy, cx, r)
+    image = np.zeros((h, w, 3), np.uint8)
+    image[truth] = (200, 100, 50)
+    crop = pp.crop_to_fov(image, truth)
+    side = crop.shape[0]
+    assert crop.shape == (side, side, 3) and abs(side - 2 * r) <= 1
+    cmask = pp.crop_to_fov(truth, truth)
+    ccy, ccx, cr = pp.fov_circle(cmask)
+    assert abs(ccy - (side - 1) / 2) <= 0.6 and abs(ccx - (side - 1) / 2) <= 0.6
+    assert abs(cr - r) < 0.5
+    # rows above the frame are black padding; the FOV pixels are all kept
+    top = int(round(cy + 0.5 - side / 2))
+    assert top < 0 and not crop[: -top].any()
+    assert cmask.sum() == truth.sum()
+    np.testing.assert_array_equal(crop[cmask], image[truth])
+
+
+def test_crop_rejects_mask_of_wrong_size():
+    with pytest.raises(ValueError, match="shape"):
+        pp.crop_to_fov(np.zeros((50, 60, 3), np.uint8), np.ones((50, 61), bool))
+    with pytest.raises(ValueError, match="empty"):
+        pp.fov_circle(np.zeros((50, 60), bool))
+
+
+# ----------------------------------------------------------------------------- resize
+def test_resize_area_matches_brute_force_block_and_fractional_means():
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 12, 2))
+    out = pp.resize_area(x, 4)  # integer factor 3: block means
+    np.testing.assert_allclose(out, x.reshape(4, 3, 4, 3, 2).mean(axis=(1, 3)))
+    x = rng.random((10, 10))
+    out = pp.resize_area(x, 4)  # factor 2.5: brute-force area overlaps
+    ref = np.zeros((4, 4))
+    for i in range(4):
+        for j in range(4):
+            tot = 0.0
+            for a in range(10):
+                for b in range(10):
+                    oy = max(0.0, min(a + 1, (i + 1) * 2.5) - max(a, i * 2.5))
+                    ox = max(0.0, min(b + 1, (j + 1) * 2.5) - max(b, j * 2.5))
+                    tot += oy * ox * x[a, b]
+            ref[i, j] = tot / 6.25
+    np.testing.assert_allclose(out, ref, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- standardize
+def test_standardize_shapes_dtypes_and_fov():
+    image, truth = fake_fundus(4, h=420, w=560)
+    out, fov = pp.standardize(image, size=128)
+    assert out.shape == (128, 128, 3) and out.dtype == np.uint8
+    assert fov.shape == (128, 128) and fov.dtype == bool
+    # the standardized FOV is the centred circle of radius ~64, clipped like the original
+    cy, cx, r = pp.fov_circle(fov)
+    assert abs(cy - 63.5) < 1 and abs(cx - 63.5) < 1 and abs(r - 64) < 1.5
+    assert out[~fov].mean() < 20 and out[fov].mean() > 60
+    with pytest.raises(ValueError, match="size"):
+        pp.standardize(image, size=0)
+
+
+def _record(image, **kw):
+    return data.FundusImage(id="t", patient_id="p", image_=image, source="test", **kw)
+
+
+def test_standardize_record_keeps_lesions_aligned():
+    h, w, cy, cx, r = 400, 520, 200.0, 250.0, 190.0
+    fov = disc_truth((h, w), cy, cx, r)
+    image = np.zeros((h, w, 3), np.uint8)
+    image[fov] = (190, 90, 40)
+    lesion_c = np.array([150.0, 300.0])
+    lesion = disc_truth((h, w), *lesion_c, 12)
+    centers = np.array([lesion_c, [260.0, 180.0]])
+    rec = _record(image, exudate_mask=lesion, hemorrhage_centers=centers, fov=fov, grade=2)
+    size = 190
+    out = pp.standardize_record(rec, size=size)
+    assert out is not rec and out.grade == 2 and out.id == "t"
+    assert out.image.shape == (size, size, 3) and out.exudate_mask.shape == (size, size)
+    assert out.hemorrhage_mask is None
+    # independent expected mapping: box of side 2r around the circle, scale size / side
+    side = 380
+    top, left = cy + 0.5 - side / 2, cx + 0.5 - side / 2
+    s = size / side
+    expect = (lesion_c - [top, left] + 0.5) * s - 0.5
+    got = np.array(ndi.center_of_mass(out.exudate_mask))
+    np.testing.assert_allclose(got, expect, atol=0.5)
+    np.testing.assert_allclose(out.hemorrhage_centers, (centers - [top, left] + 0.5) * s - 0.5, atol=1e-9)
+    assert abs(out.exudate_mask.sum() - lesion.sum() * s * s) <= 0.15 * lesion.sum() * s * s
+    assert iou(out.fov, disc_truth((size, size), (size - 1) / 2, (size - 1) / 2, size / 2)) > 0.98
+    # the original record is unchanged
+    assert rec.image.shape == (h, w, 3) and rec.exudate_mask.shape == (h, w)
+
+
+def test_standardize_record_rejects_mask_of_wrong_size():
+    image, truth = fake_fundus(1, h=200, w=260)
+    rec = _record(image, hemorrhage_mask=np.zeros((200, 250), bool))
+    with pytest.raises(ValueError, match="hemorrhage_mask .* shape"):
+        pp.standardize_record(rec, size=64)
+
+
+# ----------------------------------------------------------------------------- contrast
+def test_contrast_enhance_matches_direct_scipy():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (90, 120, 3)).astype(np.uint8)
+    out = pp.contrast_enhance(image, alpha=4, beta=-4, sigma=3.0, gamma=128)
+    f = image.astype(np.float64)
+    blur = np.stack([ndi.gaussian_filter(f[..., c], 3.0) for c in range(3)], axis=-1)
+    ref = np.clip(np.round(4 * f - 4 * blur + 128), 0, 255)
+    assert out.dtype == np.uint8 and out.shape == image.shape
+    assert np.abs(out.astype(int) - ref).max() <= 1  # float32 vs float64 rounding only
+    # default sigma = width / 30
+    blur = np.stack([ndi.gaussian_filter(f[..., c], 120 / 30) for c in range(3)], axis=-1)
+    ref = np.clip(np.round(2 * f - 1.5 * blur + 100), 0, 255)
+    got = pp.contrast_enhance(image, alpha=2, beta=-1.5, gamma=100)
+    assert np.abs(got.astype(int) - ref).max() <= 1
+
+
+def test_contrast_enhance_large_sigma_path_close_to_direct():
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:256, :300]
+    base = 120 + 60 * np.sin(yy / 40.0) * np.cos(xx / 55.0)
+    image = np.clip(base[..., None] + rng.normal(0, 20, (256, 300, 3)), 0, 255).astype(np.uint8)
+    out = pp.contrast_enhance(image, sigma=40.0)
+    f = image.astype(np.float64)
+    blur = np.stack([ndi.gaussian_filter(f[..., c], 40.0) for c in range(3)], axis=-1)
+    ref = np.clip(np.round(4 * f - 4 * blur + 128), 0, 255)
+    diff = np.abs(out.astype(int) - ref)
+    assert diff.mean() < 1.0 and diff.max() <= 6
+
+
+def test_contrast_enhance_fov_and_errors():
+    image, truth = fake_fundus(2, h=128, w=128, r=60.0, cy=64.0, cx=64.0)
+    out = pp.contrast_enhance(image, fov=truth, gamma=100)
+    assert np.all(out[~truth] == 100)
+    assert np.any(out[truth] != 100)
+    with pytest.raises(ValueError, match="shape"):
+        pp.contrast_enhance(image, fov=truth[:-1])
+    with pytest.raises(ValueError, match="sigma"):
+        pp.contrast_enhance(image, sigma=0)
+    with pytest.raises(ValueError, match="grayscale"):
+        pp.contrast_enhance(image[..., 0])
+
+
+# ----------------------------------------------------------------------------- plots
+def test_plots_helpers():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img = np.zeros((10, 12, 3), np.uint8)
+    mask = np.zeros((10, 12), bool)
+    mask[2:4, 3:5] = True
+    ov = plots.overlay_mask(img, mask, color=(1.0, 0.0, 0.0), alpha=0.5)
+    np.testing.assert_allclose(ov[mask], [[0.5, 0.0, 0.0]] * 4)
+    assert not ov[~mask].any()
+    fig = plots.show_images([img, mask, ov], ["a", "b", "c"], ncols=2)
+    assert len(fig.axes) == 4 and fig.axes[0].get_title() == "a"
+    ax = plots.show_overlay(img, {"m": mask}, points=np.array([[3.0, 4.0]]), title="t")
+    plots.draw_circle(ax, (5, 6, 4))
+    assert len(ax.patches) == 1 and len(ax.collections) == 1
+    with pytest.raises(ValueError, match="titles"):
+        plots.show_images([img], ["a", "b"])
+    with pytest.raises(ValueError, match="differs"):
+        plots.overlay_mask(img, mask[:-1])
+    plt.close("all")

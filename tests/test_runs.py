@@ -1,0 +1,142 @@
+"""The main job: parameter checking, execution, failure handling, resume, summary, sweeps."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fundus_nb import runs
+from fundus_nb.runs import Parameter, RunError
+
+
+def _notebook(path: Path, params_src: str, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cell = nbformat.v4.new_code_cell(params_src)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# test"), cell, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def series(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    _notebook(
+        d / "01_first.ipynb",
+        'run_dir = ""\nseed = 0\nstrategy = "egl"  # one of: egl, random\n',
+        "from fundus_nb import runs\n"
+        "runs.record_metrics(run_dir, '01_first', {'seed': seed, 'strategy': strategy})\n",
+    )
+    _notebook(
+        d / "02_second.ipynb",
+        'run_dir = ""\nscale = 1.5\nfail = False\n',
+        "import pathlib\n"
+        "pathlib.Path(run_dir, 'count.txt').open('a').write('x')\n"
+        "if fail:\n    raise ValueError('asked to fail')\n"
+        "from fundus_nb import runs\nruns.record_metrics(run_dir, '02_second', {'scale': scale})\n",
+    )
+    return d
+
+
+def test_parameters_are_read_with_types_and_choices(series):
+    params = runs.notebook_parameters(series / "01_first.ipynb")
+    assert set(params) == {"run_dir", "seed", "strategy"}
+    assert params["seed"].kind == "int" and params["strategy"].choices == ("egl", "random")
+
+
+@pytest.mark.parametrize(
+    "default,value,expected",
+    [(0, "3", 3), (0.5, "2", 2.0), (True, "false", False), ("a", "b", "b"), (1, 4.0, 4)],
+)
+def test_coerce_accepts_valid_values(default, value, expected):
+    out = Parameter("x", default).coerce(value)
+    assert out == expected and type(out) is type(expected)
+
+
+@pytest.mark.parametrize("default,value", [(0, "abc"), (0, "1.5"), (0.5, "nan"), (True, "maybe"), (0, True)])
+def test_coerce_rejects_invalid_values(default, value):
+    with pytest.raises(RunError, match="expects a"):
+        Parameter("x", default).coerce(value)
+
+
+def test_unknown_parameter_and_bad_choice_fail_before_anything_runs(series, tmp_path):
+    nbs = runs.list_notebooks(series)
+    with pytest.raises(RunError, match="unknown parameter.*'epochz'"):
+        runs.resolve_parameters(nbs, {"seed": 0}, {"epochz": "3"})
+    with pytest.raises(RunError, match="must be one of egl, random"):
+        runs.resolve_parameters(nbs, {}, {"strategy": "entropy"})
+    with pytest.raises(RunError, match="unknown preset 'fast'"):
+        runs.load_preset("fast")
+
+
+def test_shipped_presets_fit_the_shipped_notebooks():
+    nbs = runs.list_notebooks()
+    for preset in runs.PRESETS:
+        per_nb = runs.resolve_parameters(nbs, preset)
+        assert all(isinstance(v, dict) for v in per_nb.values())
+
+
+def test_run_series_executes_in_order_and_writes_record_and_summary(series, tmp_path):
+    run_dir = tmp_path / "run"
+    result = runs.run_series({"seed": 3}, {"scale": "2"}, run_dir=run_dir, notebooks=series, progress=False)
+    assert result.ok and [r.name for r in result.results] == ["01_first", "02_second"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics == {"01_first": {"seed": 3, "strategy": "egl"}, "02_second": {"scale": 2.0}}
+    executed = nbformat.read(str(run_dir / "01_first.ipynb"), as_version=4)
+    assert executed.metadata["papermill"]["parameters"]["seed"] == 3
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["notebooks"]["02_second"]["status"] == "ok"
+    assert "| 01_first | ok |" in (run_dir / "summary.md").read_text()
+
+
+def test_failure_stops_the_run_and_resume_reruns_only_what_failed(series, tmp_path):
+    run_dir = tmp_path / "run"
+    result = runs.run_series({}, {"fail": "true"}, run_dir=run_dir, notebooks=series, progress=False)
+    assert not result.ok
+    failed = result.results[-1]
+    assert failed.status == "failed" and "asked to fail" in failed.error and failed.output.is_file()
+    # A second run into the same folder must be asked for explicitly.
+    with pytest.raises(RunError, match="--resume"):
+        runs.run_series({}, {}, run_dir=run_dir, notebooks=series, progress=False)
+    result = runs.run_series({}, {"fail": "false"}, run_dir=run_dir, notebooks=series, resume=True, progress=False)
+    assert [r.status for r in result.results] == ["skipped", "ok"]
+    assert (run_dir / "count.txt").read_text() == "xx"  # 02 ran twice, 01 once
+
+
+def test_resume_refuses_a_run_folder_from_another_version(series, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"version": "0.0.1", "notebooks": {}}))
+    with pytest.raises(RunError, match="made by fundus_nb '0.0.1'"):
+        runs.run_series({}, {}, run_dir=run_dir, notebooks=series, resume=True, progress=False)
+
+
+def test_only_selects_notebooks_and_rejects_unknown_numbers(series, tmp_path):
+    result = runs.run_series({}, {}, run_dir=tmp_path / "a", notebooks=series, only=["2"], progress=False)
+    assert [r.name for r in result.results] == ["02_second"]
+    with pytest.raises(RunError, match="unknown notebook number"):
+        runs.run_series({}, {}, run_dir=tmp_path / "b", notebooks=series, only=["07"], progress=False)
+
+
+def test_sweep_grid_expands_and_rejects_malformed_values():
+    grid = runs.sweep_grid({"seed": "0,1", "strategy": "egl,random"})
+    assert grid == [
+        {"seed": "0", "strategy": "egl"}, {"seed": "0", "strategy": "random"},
+        {"seed": "1", "strategy": "egl"}, {"seed": "1", "strategy": "random"},
+    ]
+    with pytest.raises(RunError, match="comma-separated"):
+        runs.sweep_grid({"seed": "0,,1"})
+
+
+def test_cli_reports_unknown_parameter_in_one_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "fundus_nb", "run", "--preset", "quick", "-p", "no_such_param", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown parameter(s) 'no_such_param'")
