@@ -528,3 +528,51 @@ def run_sweep(
 
     with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
         return list(pool.map(one, points))
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparing runs
+# ---------------------------------------------------------------------------------------------
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(node, (int, float)) and not isinstance(node, bool):
+        out[prefix] = float(node)
+    return out
+
+
+def collect_metrics(root: str | os.PathLike):
+    """Every ``metrics.json`` below ``root`` as one tidy pandas DataFrame.
+
+    Columns: ``run`` (folder relative to ``root``), ``section`` (notebook), ``metric`` (dotted
+    key), ``value``, then one column per notebook parameter the run used (``seed``,
+    ``strategy``, ...; from ``run.json``) and ``preset``. Only numeric entries are kept.
+    """
+    import pandas as pd
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"no folder {root}: pass the folder that holds your runs (e.g. runs/)")
+    rows = []
+    for path in sorted(root.rglob("metrics.json")):
+        run_dir = path.parent
+        try:
+            metrics = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{path} is not valid JSON ({exc}); rerun that run or remove the file") from None
+        record = _read_record(run_dir)
+        params: dict[str, Any] = {"preset": record.get("preset")}
+        for info in record.get("notebooks", {}).values():
+            for k, v in info.get("parameters", {}).items():
+                if k != "run_dir":
+                    params.setdefault(k, v)
+        name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
+        for section, values in metrics.items():
+            for metric, value in _flatten(values).items():
+                rows.append({"run": name, "section": section, "metric": metric, "value": value, **params})
+    columns = ["run", "section", "metric", "value"]
+    return pd.DataFrame(rows, columns=None if rows else columns)
