@@ -159,7 +159,7 @@ def candidates(
     fov : (H, W) bool array, optional
         Field of view; seeds and regions are restricted to it.
     return_masks : bool
-        Keep the (H, W) label image in ``Candidates.labels`` (``Candidates.mask(k)`` gives one mask).
+        Keep the (H, W) label image in ``Candidates.labels``; ``Candidates.mask(k)`` gives one mask.
     region_fraction : float in (0, 1]
         A region keeps the pixels whose smoothed value is ``>= region_fraction * seed value``
         (and that stay connected to the seed inside its watershed basin).

@@ -51,7 +51,9 @@ _CHUNK_VALUES = 4_000_000
 def _check_labels(y_true, name="y_true", need_both=True) -> np.ndarray:
     y = np.asarray(y_true)
     if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D array of 0/1 labels, got shape {y.shape}.")
+        raise ValueError(
+            f"{name} must be a non-empty 1-D array of 0/1 labels, got shape {y.shape}."
+        )
     if y.dtype == bool:
         y = y.astype(int)
     if not np.issubdtype(y.dtype, np.number) or not np.all(np.isin(y, (0, 1))):
@@ -69,9 +71,13 @@ def _check_labels(y_true, name="y_true", need_both=True) -> np.ndarray:
 def _check_scores(y_score, n, name="y_score") -> np.ndarray:
     s = np.asarray(y_score, dtype=float)
     if s.ndim != 1 or s.shape[0] != n:
-        raise ValueError(f"{name} must be a 1-D array with one score per label ({n}), got shape {s.shape}.")
+        raise ValueError(
+            f"{name} must be a 1-D array with one score per label ({n}), got shape {s.shape}."
+        )
     if not np.all(np.isfinite(s)):
-        raise ValueError(f"{name} contains NaN or infinite scores; every image needs a finite score.")
+        raise ValueError(
+            f"{name} contains NaN or infinite scores; every image needs a finite score."
+        )
     return s
 
 
@@ -143,7 +149,7 @@ def _aucs_from_chunk(idx, y, scores_list) -> list[np.ndarray]:
 
 
 def bootstrap_aucs(y_true, y_score, n_bootstrap: int = 10000, seed: int = 0) -> np.ndarray:
-    """AUC of every stratified bootstrap replicate (:func:`stratified_bootstrap` order), shape (B,)."""
+    """AUC of every stratified bootstrap replicate, in :func:`stratified_bootstrap` order: (B,)."""
     y = _check_labels(y_true)
     s = _check_scores(y_score, y.size)
     return np.concatenate(
@@ -187,7 +193,8 @@ def paired_auc_test(y_true, score_a, score_b, n_bootstrap: int = 10000, seed: in
 
     Both models are scored on the same stratified replicates; with ``delta = AUC_a - AUC_b``
     (scikit-learn) and ``sd`` the standard deviation (ddof=1) of the replicate differences,
-    ``z = delta / sd`` and the two-sided p-value is ``2 * (1 - Phi(|z|))`` (pROC's bootstrap method).
+    ``z = delta / sd`` and the two-sided p-value is ``2 * (1 - Phi(|z|))``
+    (pROC's bootstrap method).
     Identical score vectors give ``(0.0, 1.0)``.
 
     Returns
@@ -319,13 +326,15 @@ def binary_metrics(y_true, y_pred) -> dict:
     y = _check_labels(y_true)
     p = _check_labels(y_pred, "y_pred", need_both=False)
     if p.size != y.size:
-        raise ValueError(f"y_pred has {p.size} entries but y_true has {y.size}; give one per image.")
+        raise ValueError(
+            f"y_pred has {p.size} entries but y_true has {y.size}; give one per image."
+        )
     tp = int(np.sum((y == 1) & (p == 1)))
     tn = int(np.sum((y == 0) & (p == 0)))
     return {
         "sensitivity": tp / int(np.sum(y == 1)),
         "specificity": tn / int(np.sum(y == 0)),
-        "kappa": float(cohen_kappa_score(y, p)) if len(np.unique(np.r_[y, p])) > 1 else float("nan"),
+        "kappa": float(cohen_kappa_score(y, p)),
     }
 
 
@@ -361,7 +370,9 @@ def binary_metrics_ci(y_true, y_pred, n_bootstrap: int = 10000, alpha: float = 0
     return out
 
 
-def quality_mask(quality: Sequence, poor: Iterable[str] = ("poor", "bad", "ungradable")) -> np.ndarray:
+def quality_mask(
+    quality: Sequence, poor: Iterable[str] = ("poor", "bad", "ungradable")
+) -> np.ndarray:
     """Boolean mask of the images to keep once poor-quality images are removed.
 
     ``quality`` holds one label per image (e.g. ``FundusImage.quality``); labels in ``poor``
@@ -379,7 +390,9 @@ def quality_mask(quality: Sequence, poor: Iterable[str] = ("poor", "bad", "ungra
     return np.array([str(v).lower() not in poor_set for v in q], dtype=bool)
 
 
-def image_level_report(y_true, y_score, n_bootstrap: int = 10000, alpha: float = 0.05, seed: int = 0) -> dict:
+def image_level_report(
+    y_true, y_score, n_bootstrap: int = 10000, alpha: float = 0.05, seed: int = 0
+) -> dict:
     """Table III of the SeS paper for one model: Az with CI, operating point, sens/spec/kappa CIs.
 
     Returns a flat dict of floats: ``az, az_lo, az_hi, threshold, sensitivity(_lo/_hi),
@@ -413,13 +426,19 @@ def patch_metrics(y_true, y_pred) -> dict:
     y = _check_labels(y_true)
     p = _check_labels(y_pred, "y_pred", need_both=False)
     if p.size != y.size:
-        raise ValueError(f"y_pred has {p.size} entries but y_true has {y.size}; give one per patch.")
+        raise ValueError(
+            f"y_pred has {p.size} entries but y_true has {y.size}; give one per patch."
+        )
     tp = np.sum((y == 1) & (p == 1))
     fp = np.sum((y == 0) & (p == 1))
     fn = np.sum((y == 1) & (p == 0))
     tn = np.sum((y == 0) & (p == 0))
     f = 2 * tp / (2 * tp + fp + fn)
-    return {"f_measure": float(f), "sensitivity": float(tp / (tp + fn)), "specificity": float(tn / (tn + fp))}
+    return {
+        "f_measure": float(f),
+        "sensitivity": float(tp / (tp + fn)),
+        "specificity": float(tn / (tn + fp)),
+    }
 
 
 # ----------------------------------------------------------------------------- FROC
@@ -450,7 +469,9 @@ def _as_points(arr, width, what, key) -> np.ndarray:
     if a.size == 0:
         return np.zeros((0, width))
     if a.ndim != 2 or a.shape[1] != width:
-        raise ValueError(f"{what} of image {key!r} must be an (N, {width}) array, got shape {a.shape}.")
+        raise ValueError(
+            f"{what} of image {key!r} must be an (N, {width}) array, got shape {a.shape}."
+        )
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{what} of image {key!r} contain NaN or infinite values.")
     return a
@@ -509,11 +530,15 @@ def froc(
             f"`negative_ids` (e.g. {unknown[0]!r}); list every test image in one of the two."
         )
     if not negatives:
-        raise ValueError("negative_ids is empty; FP per image needs at least one image without lesions.")
+        raise ValueError(
+            "negative_ids is empty; FP per image needs at least one image without lesions."
+        )
     if image_shapes is not None:
         missing = [k for k in known if k not in image_shapes]
         if missing:
-            raise ValueError(f"image_shapes lacks image {missing[0]!r}; give a shape for every test image.")
+            raise ValueError(
+                f"image_shapes lacks image {missing[0]!r}; give a shape for every test image."
+            )
 
     lesion_thr = []  # per lesion: max probability of the detections within tolerance
     for key, centres in lesions.items():
@@ -543,7 +568,8 @@ def froc(
     for key, det in detections.items():
         det = _as_points(det, 3, "detections", key)
         if key in negatives and key not in lesions:
-            _check_inside(det, None if image_shapes is None else image_shapes[key], "detections", key)
+            shape = None if image_shapes is None else image_shapes[key]
+            _check_inside(det, shape, "detections", key)
         all_probs.append(det[:, 2])
         if key in negatives:
             neg_probs.append(det[:, 2])

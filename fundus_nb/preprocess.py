@@ -128,7 +128,7 @@ def _fit_circle(rows: np.ndarray, cols: np.ndarray, n_iter: int = 6) -> tuple[fl
 
 
 def _boundary_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Row/column extremes of ``mask`` that do not touch the frame (pixel centres)."""
+    """Row/column extremes of ``mask`` away from the frame and from straight clipping chords."""
     h, w = mask.shape
     rows_any = mask.any(axis=1)
     r_idx = np.flatnonzero(rows_any)
@@ -140,8 +140,58 @@ def _boundary_points(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     last_r = h - 1 - mask[::-1, c_idx].argmax(axis=0)
     pr = np.concatenate([r_idx, r_idx, first_r, last_r]).astype(float)
     pc = np.concatenate([first_c, last_c, c_idx, c_idx]).astype(float)
+    # drop points on the frame and on the extreme rows/columns of the mask: where the circle is
+    # clipped (by the frame, or by black padding after a crop) those are straight chords
     inner = (pr > 0) & (pr < h - 1) & (pc > 0) & (pc < w - 1)
+    inner &= (pr > r_idx[0]) & (pr < r_idx[-1]) & (pc > c_idx[0]) & (pc < c_idx[-1])
     return pr[inner], pc[inner]
+
+
+def _refine_circle(image: np.ndarray, circle: tuple[float, float, float], half_width: float,
+                   min_step: float, n_angles: int = 720) -> tuple[float, float, float]:
+    """Sub-pixel FOV edge: the half-way point of the local step along radial profiles.
+
+    For each of ``n_angles`` rays the max-channel intensity is sampled (bilinear, full resolution,
+    half-pixel steps) from ``r - half_width`` to ``r + half_width``. With ``inner`` and ``outer`` the
+    medians of the profile's inner and outer quarters, the edge lies where the profile, going
+    outward, first drops below half-way between them (linear interpolation: sub-pixel). Rays that leave the frame or whose step is below ``min_step`` (notches, clipped
+    parts) are skipped; the circle is refitted robustly to the edge points. The local levels make
+    dark rims harmless: the edge is where the rim meets the background, whatever the rim's level.
+    """
+    cy, cx, r = circle
+    h, w = image.shape[:2]
+    theta = np.linspace(0.0, 2 * np.pi, n_angles, endpoint=False)
+    t = np.arange(-half_width, half_width + 0.25, 0.5)
+    rad = r + t[None, :]
+    rows = cy + rad * np.sin(theta)[:, None]
+    cols = cx + rad * np.cos(theta)[:, None]
+    inside = ((rows >= 0) & (rows <= h - 1) & (cols >= 0) & (cols <= w - 1)).all(axis=1)
+    if inside.sum() < 16:
+        return circle
+    rows, cols = rows[inside], cols[inside]
+    coords = np.stack([rows.ravel(), cols.ravel()])
+    prof = np.max([ndi.map_coordinates(image[..., ch], coords, order=1, output=np.float32)
+                   for ch in range(image.shape[2])], axis=0).reshape(rows.shape)
+    q = max(2, t.size // 4)
+    inner, outer = np.median(prof[:, :q], axis=1), np.median(prof[:, -q:], axis=1)
+    step = inner - outer
+    good = step > max(min_step, 1e-6)
+    if good.sum() < 16:
+        return circle
+    prof, level = prof[good], ((inner + outer) / 2.0)[good]
+    below = prof < level[:, None]
+    k = below.argmax(axis=1)  # first sample below the half-way level, going outward
+    ok = below.any(axis=1) & (k > 0)
+    if ok.sum() < 16:
+        return circle
+    n = np.flatnonzero(ok)
+    k = k[ok]
+    p0, p1, lv = prof[n, k - 1], prof[n, k], level[ok]
+    edge = t[k - 1] + 0.5 * (p0 - lv) / np.maximum(p0 - p1, 1e-6)  # linear interpolation
+    ang = theta[inside][good][ok]
+    er = cy + (r + edge) * np.sin(ang)
+    ec = cx + (r + edge) * np.cos(ang)
+    return _fit_circle(er, ec)
 
 
 def _disc(shape: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
@@ -228,6 +278,8 @@ def fov_mask(image, threshold: float | None = None, return_circle: bool = False)
             # small-image pixel centre k sits at full-resolution coordinate k * factor + (factor-1)/2
             off = (factor - 1) / 2.0
             circle = (cy * factor + off, cx * factor + off, (r + 0.5) * factor)
+            circle = _refine_circle(image, circle, half_width=max(6.0, 3.0 * factor),
+                                    min_step=0.3 * (fundus - background) if threshold is None else 0.3 * level)
     if circle is not None:
         mask = _disc((h, w), *circle)
     else:
@@ -265,9 +317,16 @@ def fov_circle(mask) -> tuple[float, float, float]:
 
 
 def crop_box(mask) -> tuple[int, int, int]:
-    """Square box ``(top, left, side)`` around the FOV circle, circle centred (may exceed the frame)."""
+    """Square box ``(top, left, side)`` around the FOV circle, circle centred (may exceed the frame).
+
+    ``side`` is ``round(2 * radius)``, enlarged where needed so that every mask pixel is inside.
+    """
+    mask = np.asarray(mask).astype(bool, copy=False)
     cy, cx, r = fov_circle(mask)
-    side = max(1, int(round(2 * r)))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    # wide enough for the circle and for every mask pixel (pixels exactly on the circle included)
+    half = max(cy - rows[0], rows[-1] - cy, cx - cols[0], cols[-1] - cx) + 0.5
+    side = max(1, int(round(2 * r)), int(math.ceil(2 * half - 1e-6)))
     top = int(round(cy + 0.5 - side / 2.0))
     left = int(round(cx + 0.5 - side / 2.0))
     return top, left, side
@@ -414,13 +473,16 @@ def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
         return ndi.gaussian_filter(image, sigma=(sigma, sigma, 0), mode="reflect")
     k = int(sigma // 8)
     h, w = image.shape[:2]
-    ph, pw = -h % k, -w % k
-    padded = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+    # a mirrored margin (scipy's 'reflect' = numpy's 'symmetric') wider than the kernel, so the
+    # reduced copy's own border handling never reaches the image
+    m = int(math.ceil(4.0 * sigma / k)) * k
+    pad = ((m, m + (-h % k)), (m, m + (-w % k)), (0, 0))
+    padded = np.pad(image, pad, mode="symmetric")
     small = padded.reshape(padded.shape[0] // k, k, padded.shape[1] // k, k, -1).mean(axis=(1, 3))
     s_small = math.sqrt(max(sigma**2 - (k * k - 1) / 12.0, 1e-6)) / k
     small = ndi.gaussian_filter(small, sigma=(s_small, s_small, 0), mode="reflect")
-    rr = (np.arange(h) + 0.5) / k - 0.5
-    cc = (np.arange(w) + 0.5) / k - 0.5
+    rr = (np.arange(h) + m + 0.5) / k - 0.5
+    cc = (np.arange(w) + m + 0.5) / k - 0.5
     out = np.empty_like(image)
     grid = np.meshgrid(rr, cc, indexing="ij")
     for ch in range(image.shape[2]):

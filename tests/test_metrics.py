@@ -164,6 +164,9 @@ def test_bad_input_is_rejected(call, match):
 
 
 # ----------------------------------------------------------------------------- FROC
+SHAPES = {"a": (64, 64), "n": (64, 64)}
+
+
 def _brute_froc(detections, lesions, negative_ids, tol):
     """Reference FROC: explicit loops over thresholds, lesions and detections."""
     probs = sorted({float(d[2]) for dets in detections.values() for d in dets}, reverse=True)
@@ -250,10 +253,9 @@ def test_froc_edge_cases():
         (dict(lesions={"a": np.zeros((0, 2))}), "no reference lesions"),
         (dict(detections={"n": np.array([[1.0, 1.0, np.nan]])}), "NaN"),
         (dict(detections={"a": np.array([[1.0, 1.0]])}), r"\(N, 3\)"),
-        (dict(detections={"a": np.array([[100.0, 1.0, 0.5]])}, image_shapes={"a": (64, 64), "n": (64, 64)}),
-         "outside"),
-        (dict(lesions={"a": np.array([[1.0, -3.0]])}, image_shapes={"a": (64, 64), "n": (64, 64)}),
-         "outside"),
+        (dict(detections={"a": np.array([[100.0, 1.0, 0.5]])}, image_shapes=SHAPES), "outside"),
+        (dict(lesions={"a": np.array([[1.0, -3.0]])}, image_shapes=SHAPES), "outside"),
+        (dict(detections={"n": np.array([[1.0, 70.0, 0.5]])}, image_shapes=SHAPES), "outside"),
         (dict(image_shapes={"a": (64, 64)}), "image_shapes lacks"),
         (dict(tolerance=-1.0), "tolerance"),
     ],

@@ -140,3 +140,20 @@ def test_cli_reports_unknown_parameter_in_one_line():
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown parameter(s) 'no_such_param'")
+
+
+def test_collect_metrics_builds_a_tidy_table_with_run_parameters(tmp_path):
+    for i, strategy in enumerate(["egl", "random"]):
+        d = tmp_path / f"r{i}"
+        runs.record_metrics(d, "03_lenet_egl", {"f1": 0.5 + i, "nested": {"x": i}, "label": "txt", "ok": True})
+        (d / "run.json").write_text(json.dumps({
+            "version": "0.1.0", "preset": "quick",
+            "notebooks": {"03_lenet_egl": {"parameters": {"seed": i, "strategy": strategy, "run_dir": str(d)}}},
+        }))
+    table = runs.collect_metrics(tmp_path)
+    assert sorted(table["metric"].unique()) == ["f1", "nested.x"]  # strings and booleans are dropped
+    assert len(table) == 4 and "run_dir" not in table.columns
+    row = table[(table["run"] == "r1") & (table["metric"] == "f1")].iloc[0]
+    assert row["value"] == 1.5 and row["strategy"] == "random" and row["seed"] == 1
+    with pytest.raises(FileNotFoundError, match="no folder"):
+        runs.collect_metrics(tmp_path / "missing")

@@ -1,0 +1,472 @@
+"""The two CNNs of the series and exact whole-image probability maps.
+
+- :class:`LeNet` — the exudate patch classifier of the EGL paper (48x48x3 input).
+- :class:`SeSNet` — the hemorrhage patch classifier of the SeS paper (41x41x3 input).
+- :func:`predict_proba` — p(positive) for a batch of patches.
+- :func:`dense_probability_map` — p(positive) for the patch centred on *every* pixel of an image,
+  computed on the whole image at once (max-pooling of stride k turned into stride 1 with the
+  following layers dilated by k, the first fully connected layer turned into a dilated
+  convolution), exactly equal to classifying each patch on its own.
+
+Both models share one layout that the dense map relies on: ``model.features`` (an
+``nn.Sequential`` of ``Conv2d`` with stride 1 and no padding, ``ReLU`` and ``MaxPool2d`` with
+stride == kernel) followed by ``model.classifier`` (``Flatten``, ``Linear``, ``ReLU``,
+``Linear`` -> 2 logits; the softmax lives in the loss), and ``model.patch_size``.
+
+Model input scale (docs/CONTRACTS.md): ``float32 (N, 3, s, s) = uint8 / 255``.
+
+Border rule (docs/CONTRACTS.md): the image is zero-padded (black, 0.0 in model scale); the patch of
+size ``s`` centred at ``(r, c)`` covers rows ``r - s//2 .. r - s//2 + s - 1`` and the same columns.
+For odd ``s`` this is symmetric; for even ``s`` (LeNet's 48) the centre pixel is the lower-right of
+the middle four.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._io import default_device
+
+__all__ = [
+    "LeNet",
+    "SeSNet",
+    "fully_connected_layers",
+    "fully_connected_parameters",
+    "predict_proba",
+    "dense_probability_map",
+    "receptive_extent",
+    "image_to_tensor",
+]
+
+
+class _PatchCNN(nn.Module):
+    """Common checks of the patch classifiers: input must be (N, 3, s, s) or (3, s, s)."""
+
+    patch_size: int = 0
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        s = self.patch_size
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(
+                f"{type(self).__name__} expects a torch.Tensor of shape (N, 3, {s}, {s}); got "
+                f"{type(x).__name__} (use patches.to_tensor or predict_proba for numpy input)."
+            )
+        if x.ndim < 3 or tuple(x.shape[-3:]) != (3, s, s):
+            raise ValueError(
+                f"{type(self).__name__} expects patches of shape (N, 3, {s}, {s}) in model scale "
+                f"(x/255); got shape {tuple(x.shape)}. Extract {s}x{s} RGB patches, channels first."
+            )
+        if not torch.is_floating_point(x):
+            raise ValueError(
+                f"{type(self).__name__} expects float patches (uint8/255); got dtype {x.dtype}. "
+                "Convert with patches.to_tensor."
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401
+        """Logits (N, 2) for patches (N, 3, s, s) in model scale."""
+        self._check_input(x)
+        return self.classifier(self.features(x))
+
+    def fc_layers(self) -> list[nn.Linear]:
+        """The fully connected layers (input side first) — EGL's default gradient parameters."""
+        return fully_connected_layers(self)
+
+
+class LeNet(_PatchCNN):
+    """Classic LeNet for 48x48x3 exudate patches (EGL paper; layer sizes are our choice).
+
+    ``48x48x3 -> conv 20@5x5 -> max-pool 2 -> conv 50@5x5 -> max-pool 2 -> FC 500 + ReLU -> FC 2``.
+    Feature sizes: 48 -> 44 -> 22 -> 18 -> 9, so the first FC sees 50*9*9 = 4050 values.
+    The paper's LeNet has no ReLU after the convolutions (Caffe's LeNet); we follow that. Outputs
+    are logits; the softmax lives in the cross-entropy loss. PyTorch's default initialisation.
+
+    Attributes
+    ----------
+    patch_size : int
+        48.
+    fc1, fc2 : nn.Linear
+        The fully connected layers (also in ``classifier``), found by EGL.
+    """
+
+    patch_size = 48
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 20, kernel_size=5),
+            nn.MaxPool2d(2),
+            nn.Conv2d(20, 50, kernel_size=5),
+            nn.MaxPool2d(2),
+        )
+        self.fc1 = nn.Linear(50 * 9 * 9, 500)
+        self.fc2 = nn.Linear(500, 2)
+        self.classifier = nn.Sequential(nn.Flatten(), self.fc1, nn.ReLU(), self.fc2)
+
+
+class SeSNet(_PatchCNN):
+    """The hemorrhage patch CNN of van Grinsven et al. (2016), 41x41x3 input.
+
+    Five 3x3 convolutions of 32 filters, each followed by ReLU; 2x2 max-pooling with stride 2
+    after the first two; FC 1024 + ReLU; FC 2 (logits). For 41x41 input:
+    41 -> 39 -> 19 -> 17 -> 8 -> 6 -> 4 -> 2, so the first FC sees 2*2*32 = 128 values.
+    (Flooring in the two poolings means the last 3 rows/columns of a 41x41 patch never reach the
+    output; that is a property of the paper's architecture and the dense map reproduces it.)
+
+    Choices the paper leaves open (documented): no dropout; ReLU after FC 1024; zero biases with
+    ``init="paper"``; the weight decay value is a parameter of :func:`fundus_nb.train.fit`.
+
+    Parameters
+    ----------
+    init : {"default", "paper"}
+        ``"paper"``: every weight drawn from a normal with variance 0.05 (std sqrt(0.05)), biases 0,
+        as the paper states. ``"default"``: PyTorch's default (Kaiming-uniform) initialisation,
+        which trains more reliably from scratch at our learning rates.
+    """
+
+    patch_size = 41
+
+    def __init__(self, init: str = "default") -> None:
+        super().__init__()
+        if init not in ("default", "paper"):
+            raise ValueError(f"init must be 'default' or 'paper'; got {init!r}.")
+        self.init = init
+        c = 32
+        self.features = nn.Sequential(
+            nn.Conv2d(3, c, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, c, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, c, 3), nn.ReLU(),
+            nn.Conv2d(c, c, 3), nn.ReLU(),
+            nn.Conv2d(c, c, 3), nn.ReLU(),
+        )  # fmt: skip
+        self.fc1 = nn.Linear(c * 2 * 2, 1024)
+        self.fc2 = nn.Linear(1024, 2)
+        self.classifier = nn.Sequential(nn.Flatten(), self.fc1, nn.ReLU(), self.fc2)
+        if init == "paper":
+            std = math.sqrt(0.05)
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.normal_(m.weight, mean=0.0, std=std)
+                    nn.init.zeros_(m.bias)
+
+
+def fully_connected_layers(model: nn.Module) -> list[nn.Linear]:
+    """All ``nn.Linear`` modules of ``model`` in registration order (input side first).
+
+    Raises
+    ------
+    ValueError
+        If the model has no ``nn.Linear`` layer.
+    """
+    seen: set[int] = set()
+    layers = []
+    for m in model.modules():
+        if isinstance(m, nn.Linear) and id(m) not in seen:
+            seen.add(id(m))
+            layers.append(m)
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__} has no fully connected (nn.Linear) layers; use params='all' "
+            "or a model with an FC head such as LeNet or SeSNet."
+        )
+    return layers
+
+
+def fully_connected_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Weights and biases of every ``nn.Linear`` layer of ``model`` (clear error if none)."""
+    params: list[nn.Parameter] = []
+    for layer in fully_connected_layers(model):
+        params.extend(p for p in layer.parameters(recurse=False))
+    return params
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def predict_proba(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
+    """p(positive class) for a batch of patches, in eval mode and without gradients.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A patch classifier returning 2 logits (LeNet, SeSNet).
+    x : Tensor or ndarray
+        Float patches (N, 3, s, s) in model scale, or uint8 patches (N, s, s, 3), which are
+        converted as ``patches.to_tensor`` does (x / 255).
+    batch_size : int
+        Patches per forward pass.
+    device : torch.device or str, optional
+        Where to compute; default the model's own device (the model is not moved).
+
+    Returns
+    -------
+    ndarray
+        float32 (N,) probabilities of the positive class (softmax of the logits, index 1).
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive; got {batch_size}.")
+    if isinstance(x, np.ndarray):
+        if x.dtype == np.uint8:
+            if x.ndim != 4 or x.shape[-1] != 3:
+                raise ValueError(
+                    f"uint8 patches must have shape (N, s, s, 3); got {x.shape}."
+                )
+            x = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
+        else:
+            x = torch.from_numpy(np.asarray(x, dtype=np.float32))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor or numpy array; got {type(x).__name__}.")
+    if x.ndim != 4:
+        raise ValueError(f"patches must be a batch of shape (N, 3, s, s); got shape {tuple(x.shape)}.")
+    dev = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch_size):
+                xb = x[i : i + batch_size].to(dev, dtype=torch.float32)
+                out.append(torch.softmax(model(xb), dim=1)[:, 1].cpu())
+    finally:
+        model.train(was_training)
+    if not out:
+        return np.zeros(0, dtype=np.float32)
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dense probability maps
+# ----------------------------------------------------------------------------------------------
+
+
+def _dense_plan(model: nn.Module) -> tuple[list[tuple], int, int]:
+    """Translate ``model.features`` + ``model.classifier`` into whole-image operations.
+
+    Returns ``(ops, extent, max_channels)`` where ``ops`` is a list of
+    ``("conv", weight, bias, dilation)``, ``("relu",)``, ``("pool", k, dilation)`` and
+    ``("softmax1",)``; ``extent`` is the number of input rows (from the patch's top) that reach the
+    output; ``max_channels`` the widest intermediate (for tiling).
+    """
+    for name in ("features", "classifier", "patch_size"):
+        if not hasattr(model, name):
+            raise TypeError(
+                f"dense_probability_map needs a model with `features`, `classifier` and "
+                f"`patch_size` (like LeNet, SeSNet); {type(model).__name__} lacks `{name}`."
+            )
+    s = int(model.patch_size)
+    with torch.no_grad():
+        dev = _model_device(model)
+        feat_shape = tuple(model.features(torch.zeros(1, 3, s, s, device=dev)).shape[1:])
+    ops: list[tuple] = []
+    d = 1
+    extent = 1
+    max_ch = 3
+    flattened = False
+    first_fc = True
+    for m in list(model.features) + list(model.classifier):
+        if isinstance(m, nn.Conv2d):
+            if m.stride != (1, 1) or m.padding not in ((0, 0), "valid") or m.dilation != (1, 1) \
+                    or m.groups != 1 or m.kernel_size[0] != m.kernel_size[1]:
+                raise NotImplementedError(
+                    "dense_probability_map supports Conv2d with stride 1, no padding, no dilation, "
+                    f"square kernels and groups=1; got {m}."
+                )
+            k = m.kernel_size[0]
+            ops.append(("conv", m.weight.detach(), _bias(m), d))
+            extent += (k - 1) * d
+            max_ch = max(max_ch, m.out_channels)
+        elif isinstance(m, nn.MaxPool2d):
+            k = _pair1(m.kernel_size)
+            st = _pair1(m.stride if m.stride is not None else m.kernel_size)
+            if st != k or _pair1(m.padding) != 0 or _pair1(m.dilation) != 1 or m.ceil_mode:
+                raise NotImplementedError(
+                    f"dense_probability_map supports MaxPool2d with stride == kernel; got {m}."
+                )
+            ops.append(("pool", k, d))
+            extent += (k - 1) * d
+            d *= k
+        elif isinstance(m, nn.ReLU):
+            ops.append(("relu",))
+        elif isinstance(m, (nn.Dropout, nn.Identity)):
+            continue  # identity in eval mode
+        elif isinstance(m, nn.Flatten):
+            flattened = True
+        elif isinstance(m, nn.Linear):
+            if first_fc:
+                if not flattened:
+                    raise NotImplementedError("the first Linear layer must follow an nn.Flatten.")
+                c, h, w = feat_shape
+                if h != w:
+                    raise NotImplementedError("dense_probability_map needs square feature maps.")
+                weight = m.weight.detach().reshape(m.out_features, c, h, w)
+                ops.append(("conv", weight, _bias(m), d))
+                extent += (h - 1) * d
+                first_fc = False
+            else:
+                weight = m.weight.detach()[:, :, None, None]
+                ops.append(("conv", weight, _bias(m), 1))
+            max_ch = max(max_ch, m.out_features)
+            last_out = m.out_features
+        else:
+            raise NotImplementedError(
+                f"dense_probability_map does not know how to make {type(m).__name__} dense."
+            )
+    if first_fc or last_out != 2:
+        raise NotImplementedError("the model must end in a Linear layer with 2 outputs.")
+    ops.append(("softmax1",))
+    return ops, extent, max_ch
+
+
+def _bias(m: nn.Module) -> torch.Tensor | None:
+    return None if m.bias is None else m.bias.detach()
+
+
+def _pair1(v) -> int:
+    if isinstance(v, (tuple, list)):
+        if len(set(v)) != 1:
+            raise NotImplementedError(f"non-square pooling {v} is not supported.")
+        return int(v[0])
+    return int(v)
+
+
+def receptive_extent(model: nn.Module) -> int:
+    """Rows (and columns) of a patch, counted from its top-left, that influence the output.
+
+    48 for LeNet (the whole patch), 38 for SeSNet (flooring in its poolings drops 3).
+    """
+    return _dense_plan(model)[1]
+
+
+def image_to_tensor(image: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """An image in model scale as float32 (3, H, W).
+
+    uint8 HxWx3 is converted as ``patches.to_tensor`` converts patches (x / 255, channels first);
+    a float (3, H, W) tensor or array is taken as already in model scale.
+    """
+    if isinstance(image, np.ndarray):
+        if image.dtype == np.uint8:
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(
+                    f"a uint8 image must be HxWx3 RGB; got shape {image.shape}. Convert grey "
+                    "or RGBA images to RGB first."
+                )
+            return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        image = torch.from_numpy(np.ascontiguousarray(image))
+    if not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a numpy array or torch.Tensor; got {type(image).__name__}.")
+    if image.dtype == torch.uint8:
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"a uint8 image must be HxWx3 RGB; got shape {tuple(image.shape)}.")
+        return image.permute(2, 0, 1).float() / 255.0
+    if not torch.is_floating_point(image):
+        raise ValueError(f"image must be uint8 HxWx3 or float (3, H, W); got dtype {image.dtype}.")
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(
+            f"a float image must be (3, H, W) in model scale (x/255, channels first); got shape "
+            f"{tuple(image.shape)}. For an HxWx3 uint8 photo pass it as uint8."
+        )
+    return image.float()
+
+
+def _run_ops(ops: Sequence[tuple], x: torch.Tensor) -> torch.Tensor:
+    for op in ops:
+        kind = op[0]
+        if kind == "conv":
+            _, w, b, d = op
+            x = F.conv2d(x, w, b, dilation=d)
+        elif kind == "relu":
+            x = F.relu(x)
+        elif kind == "pool":
+            _, k, d = op
+            x = F.max_pool2d(x, kernel_size=k, stride=1, dilation=d)
+        elif kind == "softmax1":
+            x = torch.softmax(x, dim=1)[:, 1]
+    return x
+
+
+def dense_probability_map(
+    model: nn.Module,
+    image: torch.Tensor | np.ndarray,
+    fov: np.ndarray | torch.Tensor | None = None,
+    *,
+    device: torch.device | str | None = None,
+    max_tile_mb: float = 128.0,
+) -> np.ndarray:
+    """p(positive) of the patch centred on every pixel, computed on the whole image at once.
+
+    Exact: ``map[r, c] == softmax(model(patch(r, c)))[1]`` (to float32 rounding), where
+    ``patch(r, c)`` is the ``s x s`` patch of the zero-padded image covering rows
+    ``r - s//2 .. r - s//2 + s - 1`` (docs/CONTRACTS.md border rule). Every max-pooling of
+    stride ``k`` becomes stride 1 with the layers after it dilated by ``k`` (filter rarefaction),
+    and the first fully connected layer becomes a dilated convolution, so one pass over the padded
+    image gives every pixel. Rows are processed in horizontal tiles with their receptive-field
+    halo so a 512x512 map needs at most about ``max_tile_mb`` MB of activations per layer.
+
+    Parameters
+    ----------
+    model : LeNet or SeSNet (or a model with the same layout)
+    image : ndarray or Tensor
+        uint8 HxWx3 (converted as ``patches.to_tensor`` does: x / 255; implemented here locally)
+        or float (3, H, W) already in model scale.
+    fov : HxW bool array, optional
+        Pixels outside it are set to 0 in the map (the computation still sees the whole image).
+    device : optional
+        Where to compute; default CUDA when available, else CPU. The model itself is not moved.
+    max_tile_mb : float
+        Memory budget of the widest intermediate per tile.
+
+    Returns
+    -------
+    ndarray
+        float32 (H, W).
+    """
+    x = image_to_tensor(image)
+    s = int(getattr(model, "patch_size", 0) or 0)
+    ops, extent, max_ch = _dense_plan(model)
+    _, H, W = x.shape
+    if H < s or W < s:
+        raise ValueError(
+            f"image of {H}x{W} pixels is smaller than the model's {s}x{s} patch; use an image of "
+            f"at least {s}x{s} (e.g. preprocess.standardize to 512x512)."
+        )
+    if fov is not None:
+        fov_t = torch.as_tensor(np.asarray(fov))
+        if tuple(fov_t.shape) != (H, W):
+            raise ValueError(
+                f"fov must be an HxW mask of the image's size {H}x{W}; got shape {tuple(fov_t.shape)}."
+            )
+        fov_t = fov_t.bool()
+    dev = torch.device(device) if device is not None else default_device()
+    ops = [
+        tuple(t.to(dev) if isinstance(t, torch.Tensor) else t for t in op) for op in ops
+    ]
+    top = s // 2
+    bottom = extent - 1 - top  # >= 0 since extent <= s
+    left, right = top, bottom
+    xp = F.pad(x.to(dev), (left, right, top, bottom))
+    # rows per tile from the memory budget of the widest layer
+    bytes_per_row = max_ch * (W + extent) * 4
+    rows = max(1, int(max_tile_mb * 2**20 // bytes_per_row))
+    out = torch.empty(H, W, dtype=torch.float32, device=dev)
+    with torch.no_grad():
+        for r0 in range(0, H, rows):
+            r1 = min(H, r0 + rows)
+            tile = xp[None, :, r0 : r1 + extent - 1, :]
+            out[r0:r1] = _run_ops(ops, tile)[0]
+    if fov is not None:
+        out[~fov_t.to(dev)] = 0.0
+    return out.cpu().numpy()

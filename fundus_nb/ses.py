@@ -1,0 +1,655 @@
+"""Selective sampling (SeS) of negative training pixels for hemorrhage detection.
+
+van Grinsven et al. (IEEE TMI 2016), Section II-D: every negative candidate pixel of the training
+pool gets a weight ``w = |y - p| = p`` (its label is 0, ``p`` the current model's probability of the
+positive class for the patch centred on it); the next epochs draw their negatives with probability
+``w / sum(w)`` and their positives uniformly, half and half per mini-batch. The weights are
+recomputed every ``refresh_every`` epochs (paper: 5). NSeS (``selective=False``) is the same thing
+with uniform negatives.
+
+Contents
+--------
+:class:`SelectiveSampler`
+    The candidate pools, the weights, and ``batches(epoch, rng)`` for ``train.fit``.
+:func:`weighted_indices`
+    Vectorised weighted sampling with replacement that works past 2**24 candidates
+    (``torch.multinomial`` refuses more): float64 cumulative sums + ``np.searchsorted``.
+:func:`image_scores`, :func:`monitoring_az`, :func:`check_monitoring_split`
+    Image-level monitoring (score = maximum of the Gaussian-smoothed probability map in the FOV).
+:func:`plateau_epoch`
+    The documented rule that decides "epochs to converge" (the paper judged it by eye).
+
+Border rule and model input scale follow ``docs/CONTRACTS.md``: images are zero-padded, the patch
+of size ``s`` centred at ``(r, c)`` covers rows ``r - s//2 .. r - s//2 + s - 1``, and patches enter
+the model as ``float32 x / 255`` in (N, 3, s, s) layout.
+
+This module chooses samples only; it never imports ``train`` or ``metrics``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .patches import hemorrhage_negatives, hemorrhage_positives, pad_images
+
+__all__ = [
+    "SelectiveSampler",
+    "weighted_indices",
+    "image_scores",
+    "image_labels",
+    "check_monitoring_split",
+    "monitoring_az",
+    "Monitor",
+    "plateau_epoch",
+    "refresh_due",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# weighted sampling
+
+
+def weighted_indices(
+    weights: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    cumulative: np.ndarray | None = None,
+) -> np.ndarray:
+    """Draw ``n`` indices with replacement, index ``i`` with probability ``weights[i] / sum(weights)``.
+
+    Inverse-CDF sampling: ``n`` uniform draws in ``[0, total)`` are located in the float64
+    cumulative sum with ``np.searchsorted`` (``O(N)`` once, then ``O(n log N)``), so there is no
+    limit on the number of candidates (``torch.multinomial`` stops at 2**24) and zero-weight
+    candidates are never drawn.
+
+    Parameters
+    ----------
+    weights : (N,) array of non-negative finite floats (float32 is enough; sums are float64).
+    n : number of draws.
+    rng : numpy Generator.
+    cumulative : optional precomputed ``np.cumsum(weights, dtype=np.float64)`` (reuse it when
+        drawing many times from the same weights).
+
+    Returns
+    -------
+    (n,) int64 array of indices.
+    """
+    weights = np.asarray(weights)
+    if weights.ndim != 1 or weights.size == 0:
+        raise ValueError(f"weights must be a non-empty 1-D array, got shape {weights.shape}.")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}.")
+    if cumulative is None:
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("weights must be finite and non-negative; check the probability maps.")
+        cumulative = np.cumsum(weights, dtype=np.float64)
+    total = float(cumulative[-1])
+    if not total > 0:
+        raise ValueError("all weights are zero: there is nothing to draw; use uniform sampling instead.")
+    u = rng.random(n) * total
+    idx = np.searchsorted(cumulative, u, side="right")
+    # u < total always, but guard against rounding at the very top end.
+    return np.minimum(idx, cumulative.size - 1).astype(np.int64, copy=False)
+
+
+def refresh_due(epochs_done: int, refresh_every: int) -> bool:
+    """True when the weights are recomputed after ``epochs_done`` finished epochs.
+
+    Paper steps 2-3: train one epoch on uniform samples, then classify the pool; afterwards step
+    (3)-(4) runs once every ``refresh_every`` epochs. So the refreshes fall after epochs
+    1, 1 + k, 1 + 2k, ... (k = ``refresh_every``).
+    """
+    if refresh_every < 1:
+        raise ValueError(f"refresh_every must be >= 1, got {refresh_every}.")
+    return epochs_done >= 1 and (epochs_done - 1) % refresh_every == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers on records
+
+
+def _fov_of(rec) -> np.ndarray:
+    fov = getattr(rec, "fov", None)
+    if fov is None:
+        from .preprocess import fov_mask  # noqa: PLC0415 (lazy: only for records without a FOV)
+
+        fov = fov_mask(rec.image)
+    fov = np.asarray(fov, dtype=bool)
+    if fov.shape != rec.image.shape[:2]:
+        raise ValueError(
+            f"image {rec.id!r}: FOV mask shape {fov.shape} differs from the image's {rec.image.shape[:2]}."
+        )
+    return fov
+
+
+def _check_image(rec, patch_size: int) -> None:
+    img = rec.image
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(f"image {rec.id!r} must be HxWx3 uint8, got shape {img.shape} dtype {img.dtype}.")
+    if min(img.shape[:2]) < patch_size:
+        raise ValueError(
+            f"image {rec.id!r} is {img.shape[0]}x{img.shape[1]}, smaller than the {patch_size}x{patch_size} "
+            "patch; standardize it to a larger size (preprocess.standardize_record) or use a smaller patch."
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# the sampler
+
+
+class _EpochBatches:
+    """The mini-batches of one epoch: indices drawn up front, patches cut lazily per batch."""
+
+    def __init__(self, sampler: "SelectiveSampler", plan: dict[str, np.ndarray]):
+        self._sampler = sampler
+        self._plan = plan
+
+    def __len__(self) -> int:
+        return self._sampler.batches_per_epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        s, p = self._sampler, self._plan
+        half = s.batch_size // 2
+        y = torch.cat([torch.ones(half, dtype=torch.long), torch.zeros(half, dtype=torch.long)])
+        for b in range(s.batches_per_epoch):
+            sl = slice(b * half, (b + 1) * half)
+            x = np.concatenate(
+                [
+                    s._cut(p["pos_img"][sl], p["pos_r"][sl], p["pos_c"][sl], p["pos_flip"][sl]),
+                    s._cut(p["neg_img"][sl], p["neg_r"][sl], p["neg_c"][sl], p["neg_flip"][sl]),
+                ]
+            )
+            yield torch.from_numpy(x).float().div_(255.0), y
+
+
+class SelectiveSampler:
+    """Candidate pools, SeS weights and mini-batches for hemorrhage patch training.
+
+    Positives are the hemorrhage pixels of the positive training images (the mask's pixels, or the
+    rounded reference centres when a record has no mask), drawn uniformly and augmented by a
+    one-pixel translation (each of row and column shifted by -1, 0 or +1) and random horizontal
+    and vertical flips. Negatives are every FOV pixel of the hemorrhage-free training images,
+    drawn with probability ``w / sum(w)`` (SeS) or uniformly (NSeS, ``selective=False``) and
+    randomly flipped. Each mini-batch holds ``batch_size // 2`` of each.
+
+    Parameters
+    ----------
+    records : training ``FundusImage`` records (standardized, same pixel scale); each needs a
+        hemorrhage reference (mask or centres). Images of different sizes are zero-padded to the
+        largest, which is the border rule anyway.
+    patch_size : side of the square patch (paper: 41).
+    batch_size : mini-batch size, even (paper: 256).
+    batches_per_epoch : mini-batches per epoch (paper: 4000, ~1M samples). On 2 CPU cores the
+        notebook scales both down (see the presets); SeS vs NSeS is compared at equal settings.
+    selective : True for SeS, False for NSeS (uniform negatives; ``update_weights`` still works,
+        e.g. to draw a heat map, but never changes what is drawn).
+    refresh_every : weights are recomputed after epochs 1, 1 + k, 1 + 2k, ... (paper k = 5);
+        see :func:`refresh_due` and :meth:`on_epoch_end`.
+    allow_lesion_images : the option for datasets without hemorrhage-free images (IDRiD has
+        none): negatives are then also taken from the FOV pixels of positive images that lie
+        at least ``lesion_margin`` px from every hemorrhage pixel (``patches.hemorrhage_negatives``).
+        Off by default (the paper draws negatives from negative images only).
+    lesion_margin : exclusion distance in pixels for ``allow_lesion_images`` (default 20 = 41 // 2).
+    augment : apply the augmentations above (True in training).
+
+    Attributes
+    ----------
+    weights : (n_negatives,) float32, current SeS weights (all ones until the first update).
+    neg_image, neg_flat : image index and flat pixel index (row * W + col) of each negative.
+    pos_image, pos_rc : image index and (row, col) of each positive.
+    last_draw_seconds, last_update_seconds : timings of the latest epoch draw and weight pass.
+    n_updates : how many weight passes ran.
+    """
+
+    def __init__(
+        self,
+        records: Sequence,
+        *,
+        patch_size: int = 41,
+        batch_size: int = 64,
+        batches_per_epoch: int = 50,
+        selective: bool = True,
+        refresh_every: int = 5,
+        allow_lesion_images: bool = False,
+        lesion_margin: float = 20,
+        augment: bool = True,
+    ):
+        records = list(records)
+        if not records:
+            raise ValueError("the training pool is empty; pass at least one positive and one negative image.")
+        if patch_size < 1:
+            raise ValueError(f"patch_size must be >= 1, got {patch_size}.")
+        if batch_size < 2 or batch_size % 2:
+            raise ValueError(f"batch_size must be an even number >= 2 (half positives, half negatives), got {batch_size}.")
+        if batches_per_epoch < 1:
+            raise ValueError(f"batches_per_epoch must be >= 1, got {batches_per_epoch}.")
+        if refresh_every < 1:
+            raise ValueError(f"refresh_every must be >= 1, got {refresh_every}.")
+        if lesion_margin < 0:
+            raise ValueError(f"lesion_margin must be >= 0, got {lesion_margin}.")
+        self.records = records
+        self.patch_size = int(patch_size)
+        self.batch_size = int(batch_size)
+        self.batches_per_epoch = int(batches_per_epoch)
+        self.selective = bool(selective)
+        self.refresh_every = int(refresh_every)
+        self.allow_lesion_images = bool(allow_lesion_images)
+        self.lesion_margin = float(lesion_margin)
+        self.augment = bool(augment)
+
+        for rec in records:
+            _check_image(rec, self.patch_size)
+        labels = [rec.has_hemorrhages for rec in records]
+        missing = [rec.id for rec, lab in zip(records, labels) if lab is None]
+        if missing:
+            raise ValueError(
+                f"images {missing[:5]} have no hemorrhage reference (mask or centres); "
+                "SeS needs to know which images are hemorrhage-free."
+            )
+        positives = [i for i, lab in enumerate(labels) if lab]
+        negatives = [i for i, lab in enumerate(labels) if not lab]
+        if not positives:
+            raise ValueError("the training pool has no image with hemorrhages, so there are no positive pixels to draw.")
+        if not negatives and not self.allow_lesion_images:
+            raise ValueError(
+                "the training pool has no hemorrhage-free image to draw negatives from; pass "
+                "allow_lesion_images=True to take negatives from the FOV pixels of lesion images at least "
+                "lesion_margin px from any hemorrhage."
+            )
+
+        # positives (patches.hemorrhage_positives: mask pixels, else rounded centres)
+        pos_img, pos_rc = [], []
+        for i in positives:
+            r, c = hemorrhage_positives(records[i])
+            pos_img.append(np.full(r.size, i, dtype=np.int32))
+            pos_rc.append(np.stack([r, c], axis=1).astype(np.int32))
+        self.pos_image = np.concatenate(pos_img)
+        self.pos_rc = np.concatenate(pos_rc)
+        if self.pos_image.size == 0:
+            raise ValueError("the positive images hold no hemorrhage pixel; check their masks or centres.")
+
+        # negatives (patches.hemorrhage_negatives): per image, the flat indices of its candidates
+        neg_img, neg_flat = [], []
+        self.negative_images: list[int] = []
+        for i, rec in enumerate(records):
+            if labels[i] and not self.allow_lesion_images:
+                continue
+            r, c = hemorrhage_negatives(
+                rec, allow_lesion_images=self.allow_lesion_images, margin=self.lesion_margin, fov=_fov_of(rec)
+            )
+            if r.size == 0:
+                continue
+            flat = np.sort(r.astype(np.int64) * rec.image.shape[1] + c).astype(np.int32)
+            self.negative_images.append(i)
+            neg_img.append(np.full(flat.size, i, dtype=np.int32))
+            neg_flat.append(flat)
+        if not neg_flat:
+            raise ValueError("no negative candidate pixel remains (empty FOVs or lesions everywhere); check the FOV masks.")
+        self.neg_image = np.concatenate(neg_img)
+        self.neg_flat = np.concatenate(neg_flat)
+        self.weights = np.ones(self.neg_flat.size, dtype=np.float32)
+        self._cumulative: np.ndarray | None = None
+        self.n_updates = 0
+        self.last_draw_seconds = 0.0
+        self.last_update_seconds = 0.0
+
+        # images, zero-padded once (patches.pad_images) so that every patch is a plain slice
+        self._widths = np.array([rec.image.shape[1] for rec in records], dtype=np.int64)
+        self._padded = pad_images([rec.image for rec in records], self.patch_size)
+        # (n, H, W, 3, s, s) view: [i, r, c] is the patch centred at (r, c) of image i, channels first
+        self._windows = np.lib.stride_tricks.sliding_window_view(
+            self._padded, (self.patch_size, self.patch_size), axis=(1, 2)
+        )
+        self._shapes = np.array([rec.image.shape[:2] for rec in records], dtype=np.int64)
+
+    # ---------------------------------------------------------------------------------------------
+    @property
+    def n_positives(self) -> int:
+        return int(self.pos_image.size)
+
+    @property
+    def n_negatives(self) -> int:
+        return int(self.neg_flat.size)
+
+    def neg_rc(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """(row, col) of negative candidates ``idx`` (all when None)."""
+        flat = self.neg_flat if idx is None else self.neg_flat[idx]
+        img = self.neg_image if idx is None else self.neg_image[idx]
+        w = self._widths[img]
+        return np.stack([flat // w, flat % w], axis=1)
+
+    def probabilities(self) -> np.ndarray:
+        """Current sampling probability of each negative candidate (uniform for NSeS)."""
+        if not self.selective:
+            return np.full(self.n_negatives, 1.0 / self.n_negatives)
+        w = self.weights.astype(np.float64)
+        return w / w.sum()
+
+    def weight_map(self, image_index: int) -> np.ndarray:
+        """HxW float32 map of the current weights of one image's negative candidates (0 elsewhere)."""
+        rec = self.records[image_index]
+        h, w = rec.image.shape[:2]
+        out = np.zeros(h * w, dtype=np.float32)
+        sel = self.neg_image == image_index
+        out[self.neg_flat[sel]] = self.weights[sel]
+        return out.reshape(h, w)
+
+    # ---------------------------------------------------------------------------------------------
+    def set_weights(self, weights: np.ndarray) -> None:
+        """Replace the weights (one non-negative finite value per negative candidate)."""
+        weights = np.asarray(weights, dtype=np.float32)
+        if weights.shape != (self.n_negatives,):
+            raise ValueError(f"expected {self.n_negatives} weights (one per negative candidate), got shape {weights.shape}.")
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("weights must be finite and non-negative.")
+        self.weights = weights
+        self._cumulative = None
+
+    def update_weights(self, model: torch.nn.Module, prob_map: Callable | None = None) -> np.ndarray:
+        """Recompute ``w = |0 - p| = p`` for every negative candidate from dense probability maps.
+
+        One whole-image map per negative image (``models.dense_probability_map``, exact per-patch
+        probabilities, inside the FOV), read at that image's candidate pixels.
+
+        Parameters
+        ----------
+        model : the current network (its device is used; left in the mode it was in).
+        prob_map : optional ``f(model, image, fov) -> HxW`` replacing ``models.dense_probability_map``.
+
+        Returns
+        -------
+        The new weights (also stored in :attr:`weights`).
+        """
+        if prob_map is None:
+            from .models import dense_probability_map as prob_map  # noqa: PLC0415
+        t0 = time.perf_counter()
+        new = np.empty(self.n_negatives, dtype=np.float32)
+        starts = np.searchsorted(self.neg_image, self.negative_images, side="left")
+        ends = np.searchsorted(self.neg_image, self.negative_images, side="right")
+        for i, a, b in zip(self.negative_images, starts, ends):
+            rec = self.records[i]
+            pmap = prob_map(model, rec.image, _fov_of(rec))
+            pmap = pmap.detach().cpu().numpy() if isinstance(pmap, torch.Tensor) else np.asarray(pmap)
+            new[a:b] = np.abs(0.0 - pmap.ravel()[self.neg_flat[a:b]])
+        self.set_weights(new)
+        self.n_updates += 1
+        self.last_update_seconds = time.perf_counter() - t0
+        return self.weights
+
+    def on_epoch_end(self, epoch: int, model: torch.nn.Module) -> dict[str, float]:
+        """``train.fit``'s hook: refresh the weights when :func:`refresh_due` says so (SeS only).
+
+        ``epoch`` is fit's 0-based number of the epoch just finished (``epoch + 1`` epochs done).
+        Returns numbers for the history: ``weights_refreshed`` (1.0 or 0.0) and
+        ``weight_seconds`` (duration of the weight pass, 0 when none ran).
+        """
+        if self.selective and refresh_due(int(epoch) + 1, self.refresh_every):
+            self.update_weights(model)
+            return {"weights_refreshed": 1.0, "weight_seconds": self.last_update_seconds}
+        return {"weights_refreshed": 0.0, "weight_seconds": 0.0}
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs (``train.fit(extra_state=sampler)``): the weights and the update count."""
+        return {"weights": torch.from_numpy(self.weights.copy()), "n_updates": int(self.n_updates)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (the candidate pools must be the same)."""
+        self.set_weights(np.asarray(state["weights"], dtype=np.float32))
+        self.n_updates = int(state["n_updates"])
+
+    # ---------------------------------------------------------------------------------------------
+    def draw_negatives(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Indices of ``n`` negative candidates: weighted (SeS) or uniform (NSeS)."""
+        if not self.selective:
+            return rng.integers(0, self.n_negatives, size=n)
+        if self._cumulative is None:
+            self._cumulative = np.cumsum(self.weights, dtype=np.float64)
+        if not self._cumulative[-1] > 0:
+            raise ValueError(
+                "every SeS weight is zero (the model gives p = 0 on all negatives): nothing is misclassified; "
+                "use selective=False or stop training."
+            )
+        return weighted_indices(self.weights, n, rng, cumulative=self._cumulative)
+
+    def plan_epoch(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Draw every index, shift and flip of one epoch (vectorised), in a fixed order."""
+        t0 = time.perf_counter()
+        n = self.batches_per_epoch * (self.batch_size // 2)
+        pos = rng.integers(0, self.n_positives, size=n)
+        neg = self.draw_negatives(n, rng)
+        if self.augment:
+            shift = rng.integers(-1, 2, size=(n, 2))
+            pos_flip = rng.integers(0, 4, size=n)  # bit 0: horizontal, bit 1: vertical
+            neg_flip = rng.integers(0, 4, size=n)
+        else:
+            shift = np.zeros((n, 2), dtype=np.int64)
+            pos_flip = np.zeros(n, dtype=np.int64)
+            neg_flip = np.zeros(n, dtype=np.int64)
+        pos_img = self.pos_image[pos]
+        h = self._shapes[pos_img, 0]
+        w = self._shapes[pos_img, 1]
+        pos_r = np.clip(self.pos_rc[pos, 0] + shift[:, 0], 0, h - 1)
+        pos_c = np.clip(self.pos_rc[pos, 1] + shift[:, 1], 0, w - 1)
+        neg_rc = self.neg_rc(neg)
+        plan = {
+            "pos_img": pos_img, "pos_r": pos_r, "pos_c": pos_c, "pos_flip": pos_flip,
+            "neg_idx": neg, "neg_img": self.neg_image[neg], "neg_r": neg_rc[:, 0], "neg_c": neg_rc[:, 1],
+            "neg_flip": neg_flip,
+        }  # fmt: skip
+        self.last_draw_seconds = time.perf_counter() - t0
+        return plan
+
+    def _cut(self, img: np.ndarray, r: np.ndarray, c: np.ndarray, flip: np.ndarray) -> np.ndarray:
+        """uint8 (n, 3, s, s) patches centred at (r, c) of images ``img``, flipped as ``flip`` says."""
+        x = self._windows[img, r, c]  # fancy indexing copies: (n, 3, s, s)
+        hf = (flip & 1).astype(bool)
+        vf = (flip & 2).astype(bool)
+        if hf.any():
+            x[hf] = x[hf][..., ::-1]
+        if vf.any():
+            x[vf] = x[vf][..., ::-1, :]
+        return x
+
+    def patches(self, image_index: np.ndarray, rc: np.ndarray) -> torch.Tensor:
+        """Model-scale float32 (n, 3, s, s) patches centred at ``rc`` of images ``image_index`` (no augmentation)."""
+        image_index = np.asarray(image_index, dtype=np.int64)
+        rc = np.asarray(rc, dtype=np.int64).reshape(-1, 2)
+        x = self._cut(image_index, rc[:, 0], rc[:, 1], np.zeros(len(rc), dtype=np.int64))
+        return torch.from_numpy(x).float().div_(255.0)
+
+    def batches(self, epoch: int, rng: np.random.Generator) -> _EpochBatches:
+        """The ``train.fit`` contract: the mini-batches ``(x, y)`` of one epoch.
+
+        ``x`` is float32 (batch_size, 3, s, s) in model scale (x / 255), ``y`` int64 with the first
+        half 1 (positives) and the second half 0 (negatives). All draws are made from ``rng`` at
+        call time, so an epoch depends only on ``rng`` and on the weights current at that moment
+        (after a resume, call :meth:`update_weights` with the resumed model before going on).
+        ``epoch`` is accepted for the contract; the randomness comes from ``rng``.
+        """
+        return _EpochBatches(self, self.plan_epoch(rng))
+
+    __call__ = batches
+
+
+# --------------------------------------------------------------------------------------------------
+# monitoring
+
+
+def image_labels(records: Sequence) -> np.ndarray:
+    """1 for images with hemorrhages, 0 without; clear error when a record has no reference."""
+    labels = []
+    for rec in records:
+        lab = rec.has_hemorrhages
+        if lab is None:
+            raise ValueError(f"image {rec.id!r} has no hemorrhage reference; it cannot be in the monitoring split.")
+        labels.append(int(lab))
+    return np.asarray(labels, dtype=np.int64)
+
+
+def check_monitoring_split(records: Sequence) -> np.ndarray:
+    """Labels of a monitoring split, after checking it is non-empty and holds both classes."""
+    records = list(records)
+    if not records:
+        raise ValueError("the monitoring split is empty; give it images with and without hemorrhages.")
+    y = image_labels(records)
+    if y.min() == y.max():
+        kind = "with" if y[0] else "without"
+        raise ValueError(
+            f"the monitoring split holds only images {kind} hemorrhages, so Az is undefined; "
+            "put images of both kinds in it (e.g. a stratified patient split)."
+        )
+    return y
+
+
+def image_scores(
+    model: torch.nn.Module,
+    records: Sequence,
+    sigma: float = 2.0,
+    *,
+    prob_map: Callable | None = None,
+    return_maps: bool = False,
+):
+    """Image scores: maximum of the Gaussian-smoothed dense probability map inside the FOV.
+
+    Parameters
+    ----------
+    model : the network.
+    records : images to score (non-empty).
+    sigma : Gaussian scale in pixels (our choice 2.0: the paper's value was lost in its text);
+        0 means no smoothing. The map is smoothed over the whole image (0 outside the FOV) and the
+        maximum is taken inside the FOV.
+    prob_map : optional ``f(model, image, fov) -> HxW`` (default ``models.dense_probability_map``).
+    return_maps : also return the raw probability maps.
+
+    Returns
+    -------
+    (n,) float64 scores, and the list of maps when ``return_maps``.
+    """
+    from scipy.ndimage import gaussian_filter  # noqa: PLC0415
+
+    records = list(records)
+    if not records:
+        raise ValueError("no images to score; pass a non-empty list of records.")
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0, got {sigma}.")
+    if prob_map is None:
+        from .models import dense_probability_map as prob_map  # noqa: PLC0415
+    scores = np.empty(len(records), dtype=np.float64)
+    maps = []
+    for k, rec in enumerate(records):
+        fov = _fov_of(rec)
+        pmap = prob_map(model, rec.image, fov)
+        pmap = pmap.detach().cpu().numpy() if isinstance(pmap, torch.Tensor) else np.asarray(pmap)
+        smooth = gaussian_filter(pmap.astype(np.float64), sigma) if sigma > 0 else pmap.astype(np.float64)
+        scores[k] = smooth[fov].max() if fov.any() else 0.0
+        if return_maps:
+            maps.append(pmap)
+    return (scores, maps) if return_maps else scores
+
+
+def monitoring_az(model: torch.nn.Module, records: Sequence, sigma: float = 2.0, *, prob_map: Callable | None = None):
+    """Image-level Az (ROC area, scikit-learn) on a monitoring split.
+
+    Returns
+    -------
+    (az, scores, labels)
+    """
+    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+
+    y = check_monitoring_split(records)
+    s = image_scores(model, records, sigma, prob_map=prob_map)
+    return float(roc_auc_score(y, s)), s, y
+
+
+class Monitor:
+    """``train.fit``'s ``eval_fn``: image-level Az on a monitoring split after each evaluation.
+
+    Parameters
+    ----------
+    records : monitoring images (non-empty, both classes; checked at once).
+    sigma : Gaussian scale of :func:`image_scores`.
+
+    Attributes
+    ----------
+    labels : (n,) int labels of the split.
+    scores : list of (n,) score arrays, one per call (for bootstrap CIs afterwards, e.g.
+        ``metrics.roc_auc_ci(monitor.labels, monitor.scores[k])``). A resumed run only holds the
+        calls made after the resume.
+    seconds : list of durations of each call.
+    """
+
+    def __init__(self, records: Sequence, sigma: float = 2.0):
+        self.records = list(records)
+        self.labels = check_monitoring_split(self.records)
+        if sigma < 0:
+            raise ValueError(f"sigma must be >= 0, got {sigma}.")
+        self.sigma = float(sigma)
+        self.scores: list[np.ndarray] = []
+        self.seconds: list[float] = []
+
+    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        from sklearn.metrics import roc_auc_score  # noqa: PLC0415
+
+        t0 = time.perf_counter()
+        s = image_scores(model, self.records, self.sigma)
+        self.scores.append(s)
+        self.seconds.append(time.perf_counter() - t0)
+        return {"az": float(roc_auc_score(self.labels, s)), "monitor_seconds": self.seconds[-1]}
+
+
+# --------------------------------------------------------------------------------------------------
+# convergence
+
+
+def plateau_epoch(az_history: Sequence[float], window: int = 5, tol: float = 0.01) -> int | None:
+    """Epochs to converge: when the monitoring Az reaches a stable maximum (our documented rule).
+
+    ``az_history[k]`` is the Az after ``k + 1`` epochs. The curve is first smoothed with a centred
+    moving average of ``window`` epochs (shrinking at the ends). The plateau epoch is the first
+    epoch ``e`` after which the smoothed curve never again rises more than ``tol`` above the best
+    smoothed value reached up to ``e``:
+
+        e* = min { e : max(m[e:]) <= max(m[:e]) + tol }   (1-based, m = smoothed Az)
+
+    The plateau must then be observed for at least ``window`` epochs (``e* <= n - window + 1``
+    counting epoch ``e*`` itself); otherwise the run ended before converging and the result is None.
+    A single noisy spike moves ``e*`` only through the moving average.
+
+    Parameters
+    ----------
+    az_history : monitoring Az after each epoch (at least ``window`` values, finite).
+    window : moving-average width and minimum plateau length, >= 1.
+    tol : rise below which the curve counts as flat, >= 0.
+
+    Returns
+    -------
+    The 1-based epoch count at which the plateau starts, or None when not reached.
+    """
+    a = np.asarray(az_history, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError("az_history must be a non-empty 1-D sequence of Az values, one per epoch.")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("az_history holds NaN or infinite values; pass the Az of every epoch.")
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}.")
+    if tol < 0:
+        raise ValueError(f"tol must be >= 0, got {tol}.")
+    n = a.size
+    if n < window:
+        return None
+    # centred moving average with shrinking ends
+    lo = np.maximum(np.arange(n) - (window - 1) // 2, 0)
+    hi = np.minimum(np.arange(n) + window // 2 + 1, n)
+    c = np.concatenate([[0.0], np.cumsum(a)])
+    m = (c[hi] - c[lo]) / (hi - lo)
+    best_so_far = np.maximum.accumulate(m)  # best up to and including e (0-based)
+    best_after = np.maximum.accumulate(m[::-1])[::-1]  # max of m[e:]
+    ok = best_after <= best_so_far + tol  # at index e: m[e:] includes m[e] <= best_so_far[e] trivially
+    e0 = int(np.argmax(ok))  # first True (ok[-1] is always True)
+    if e0 > n - window:
+        return None
+    return e0 + 1

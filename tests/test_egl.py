@@ -1,0 +1,349 @@
+"""Tests of fundus_nb.egl: exact EGL against a naive per-sample backward loop, the algorithms, errors."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fundus_nb import egl
+from fundus_nb.models import LeNet
+from fundus_nb.patches import PatchPool, extract, patchify, to_tensor
+
+torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# independent references
+# ---------------------------------------------------------------------------------------------
+def naive_egl(model: nn.Module, x: torch.Tensor, params: str) -> np.ndarray:
+    """Phi by brute force: one backward per sample and per class, norms summed over parameters."""
+    model.eval()
+    if params == "fc":
+        ps = [p for m in model.modules() if isinstance(m, nn.Linear) for p in m.parameters(recurse=False)]
+    else:
+        ps = list(model.parameters())
+    out = []
+    for i in range(len(x)):
+        xi = x[i : i + 1]
+        with torch.no_grad():
+            prob = torch.softmax(model(xi), 1)[0]
+        phi = 0.0
+        for j in range(prob.numel()):
+            loss = nn.functional.cross_entropy(model(xi), torch.tensor([j]))
+            grads = torch.autograd.grad(loss, ps)
+            phi += float(prob[j]) * float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+        out.append(phi)
+    return np.array(out)
+
+
+def sgd_fit(model, batches, *, epochs, lr=0.05, seed=0):
+    """Plain SGD following the train.fit contract (batches(epoch, rng)); used where train.fit is absent."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    model.train()
+    for epoch in range(epochs):
+        for xb, yb in batches(epoch, np.random.default_rng([seed, epoch])):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+
+
+try:  # the project's fit loop when it exists, else the contract-following loop above
+    from functools import partial
+
+    from fundus_nb.train import fit as _project_fit
+
+    FIT = partial(_project_fit, lr=0.05, seed=0, progress=False)
+except Exception:  # pragma: no cover - depends on the tree's state
+    FIT = sgd_fit
+
+
+def rand_patches(n, size=48, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).random((n, 3, size, size), dtype=np.float32))
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_state(seed, steps):
+    torch.manual_seed(seed)
+    model = LeNet()
+    x = rand_patches(32, seed=seed + 1)
+    y = (x[:, 0].mean((1, 2)) > 0.5).long()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return copy.deepcopy(model.state_dict())
+
+
+def trained_lenet(seed=0, steps=8):
+    """A LeNet after a few SGD steps (cached: each test gets a fresh copy)."""
+    model = LeNet()
+    model.load_state_dict(_trained_state(seed, steps))
+    return model
+
+
+class TinyBN(nn.Module):
+    """A model with a layer the closed form does not cover (BatchNorm): exercises torch.func."""
+
+    patch_size = 12
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, stride=2)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc1 = nn.Linear(4 * 6 * 6, 8)
+        self.fc2 = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x))).flatten(1)
+        return self.fc2(torch.relu(self.fc1(h)))
+
+
+def assert_rel(a, b, tol=1e-4):
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    np.testing.assert_array_less(np.abs(a - b), tol * np.abs(b) + 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# EGL maths
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("params", ["fc", "all"])
+@pytest.mark.parametrize("trained", [False, True])
+def test_egl_matches_naive_loop(params, trained):
+    model = trained_lenet() if trained else (torch.manual_seed(3), LeNet())[1]
+    x = rand_patches(6, seed=4)
+    fast = egl.expected_gradient_length(model, x, params=params, batch_size=4)  # 2 chunks
+    assert fast.shape == (6,) and fast.dtype == torch.float32
+    assert_rel(fast.numpy(), naive_egl(model, x, params))
+    assert (fast > 0).all()
+
+
+def test_all_is_at_least_fc():
+    model = trained_lenet(seed=1)
+    x = rand_patches(8, seed=2)
+    fc = egl.expected_gradient_length(model, x, "fc").numpy()
+    al = egl.expected_gradient_length(model, x, "all").numpy()
+    assert (al >= fc * (1 - 1e-6)).all() and (al > fc).any()
+
+
+@pytest.mark.parametrize("params", ["fc", "all"])
+def test_func_fallback_exact_and_mode_restored(params):
+    torch.manual_seed(0)
+    model = TinyBN()
+    model.train()
+    model(rand_patches(16, 12))  # give BatchNorm non-trivial running statistics
+    model.train()
+    x = rand_patches(5, 12, seed=9)
+    got = egl.expected_gradient_length(model, x, params, method="auto" if params == "all" else "func")
+    assert model.training  # mode restored
+    assert_rel(got.numpy(), naive_egl(model, x, params))
+    if params == "fc":  # the closed form on the same model gives the same numbers
+        assert_rel(egl.expected_gradient_length(model, x, "fc", method="hooks").numpy(), got.numpy())
+
+
+def test_uint8_input_and_inplace_relu():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 5), nn.ReLU(inplace=True), nn.Linear(5, 2))
+    u8 = np.random.default_rng(0).integers(0, 256, (7, 8, 8, 3), dtype=np.uint8)
+    got = egl.expected_gradient_length(model, u8, "fc")
+    assert_rel(got.numpy(), naive_egl(model, to_tensor(u8), "fc"))
+
+
+def test_entropy_matches_scipy():
+    from scipy.stats import entropy
+
+    model = trained_lenet()
+    x = rand_patches(10, seed=5)
+    with torch.no_grad():
+        p = torch.softmax(model(x), 1).numpy()
+    np.testing.assert_allclose(egl.predictive_entropy(model, x).numpy(), entropy(p.T), rtol=1e-5)
+
+
+def test_egl_errors():
+    model = LeNet()
+    with pytest.raises(ValueError, match="params must be"):
+        egl.expected_gradient_length(model, rand_patches(2), params="conv")
+    with pytest.raises(ValueError, match="48x48"):
+        egl.expected_gradient_length(model, rand_patches(2, size=41))
+    conv_only = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(ValueError, match="no fully connected"):
+        egl.expected_gradient_length(conv_only, rand_patches(2, size=8), params="fc")
+    with pytest.raises(ValueError, match="uint8"):
+        egl.expected_gradient_length(model, np.zeros((2, 48, 48, 3), np.int64))
+    with pytest.raises(ValueError, match="method='func'"):
+        egl.expected_gradient_length(TinyBN(), rand_patches(2, 12), "all", method="hooks")
+
+
+# ---------------------------------------------------------------------------------------------
+# a small pool over random "images"
+# ---------------------------------------------------------------------------------------------
+def make_pool(n_images=6, per_image=40, seed=0):
+    rng = np.random.default_rng(seed)
+    images = [rng.integers(0, 200, (96, 96, 3), dtype=np.uint8) for _ in range(n_images)]
+    pos, lab = [], []
+    for i, im in enumerate(images):
+        r = rng.integers(0, 96, per_image)
+        c = rng.integers(0, 96, per_image)
+        y = rng.integers(0, 2, per_image)
+        im[r[y == 1], c[y == 1]] = 255  # a bright centre pixel marks a "lesion"
+        pos.append(np.stack([np.full(per_image, i), r, c], 1))
+        lab.append(y)
+    return PatchPool(images, np.concatenate(pos), np.concatenate(lab), 48, "d4"), images
+
+
+def test_select_patches_picks_top_k_of_the_current_model():
+    pool, _ = make_pool(n_images=3, per_image=40)
+    torch.manual_seed(0)
+    model = LeNet()
+    states = []
+
+    def eval_fn(m):
+        states.append(copy.deepcopy(m.state_dict()))
+        return {"n_states": len(states)}
+
+    res = egl.select_patches(model, pool, None, k=16, rounds=2, fit=FIT, eval_fn=eval_fn, seed=1, augment=False,
+                             initial_batches=5, batch_size=12)
+    l0 = res.selected[0]
+    assert len(l0) == 60 and len(np.unique(l0)) == 60
+    assert res.initial_iterations == 5
+    assert [r["iterations"] for r in res.records] == [5, 5 + 7, 5 + 7 + 8]  # ceil(76/12), ceil(92/12)
+    assert [r["n_patches"] for r in res.records] == [60, 76, 92]
+    # round 1 = the 16 highest EGL among the unlabelled, under the model after the initial training
+    ref = LeNet()
+    ref.load_state_dict(states[0])
+    free = np.setdiff1d(np.arange(len(pool)), l0)
+    phi = naive_egl(ref, to_tensor(pool.extract(free)), "fc")
+    top = set(free[np.argsort(-phi)[:16]])
+    assert set(res.selected[1]) == top
+    # the brute-force score agrees on the chosen ones
+    assert_rel(egl.expected_gradient_length(ref, pool.extract(res.selected[1][:3])).numpy(),
+               naive_egl(ref, to_tensor(pool.extract(res.selected[1][:3])), "fc"))
+    assert len(np.unique(res.labelled)) == len(res.labelled) == 92
+
+
+@pytest.mark.parametrize("strategy", ["random", "entropy"])
+def test_baselines_disjoint_and_reproducible(strategy):
+    pool, _ = make_pool(n_images=3, per_image=30)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        res = egl.select_patches(LeNet(), pool, np.arange(40), 8, 3, FIT, strategy=strategy, seed=2,
+                                 augment=False)
+        runs.append(res)
+    a, b = runs
+    assert all(np.array_equal(x, y) for x, y in zip(a.selected, b.selected))
+    lab = a.labelled
+    assert len(np.unique(lab)) == len(lab) == 40 + 24
+    if strategy == "entropy":  # first pick = highest predictive entropy after training on L0
+        torch.manual_seed(0)
+        m = LeNet()
+        egl.select_patches(m, pool, np.arange(40), 8, 0, FIT, strategy=strategy, seed=2, augment=False)
+        free = np.arange(40, len(pool))
+        h = egl.predictive_entropy(m, pool.extract(free)).numpy()
+        assert set(a.selected[1]) == set(free[np.argsort(-h, kind="stable")[:8]])
+
+
+def test_select_patches_errors():
+    pool, _ = make_pool(n_images=1, per_image=50)
+    m = LeNet()
+    with pytest.raises(ValueError, match="k .* must be >= 1"):
+        egl.select_patches(m, pool, np.arange(10), 0, 1, FIT)
+    with pytest.raises(ValueError, match="fewer than k=45"):
+        egl.select_patches(m, pool, np.arange(10), 45, 1, FIT)
+    with pytest.raises(ValueError, match="need 60 unlabelled"):
+        egl.select_patches(m, pool, np.arange(10), 20, 3, FIT)
+    with pytest.raises(ValueError, match="strategy must be"):
+        egl.select_patches(m, pool, np.arange(10), 5, 1, FIT, strategy="margin")
+    with pytest.raises(ValueError, match="PatchPool"):
+        egl.select_patches(m, (np.zeros((5, 48, 48, 3), np.uint8), np.zeros(5)), None, 1, 1, FIT)
+    with pytest.raises(ValueError, match="fewer than the initial 160"):
+        egl.select_patches(m, pool, None, 1, 1, FIT)
+    with pytest.raises(ValueError, match="no fully connected"):
+        egl.select_patches(nn.Sequential(nn.Conv2d(3, 2, 48), nn.Flatten()), pool, np.arange(10), 5, 1, FIT)
+
+
+def test_select_images_order_and_interestingness():
+    pool, images = make_pool(n_images=7, per_image=30, seed=3)
+    torch.manual_seed(0)
+    model = LeNet()
+    res = egl.select_images(model, pool, FIT, mu=3, rounds=3, k=10, stride=24, seed=0, augment=False,
+                            initial_batches=2, batch_size=16)
+    order = res.image_order
+    assert len(order) == 6 and len(set(order)) == 6
+    assert res.interestingness.shape == (3, 7)
+    img_of = pool.positions["image"]
+    for r in range(3):
+        row = res.interestingness[r]
+        chosen_before = order[: 3 + r]
+        assert np.isnan(row[chosen_before]).all()
+        cand = [i for i in range(7) if i not in chosen_before]
+        assert np.isfinite(row[cand]).all()
+        assert order[3 + r] == cand[int(np.argmax(row[cand]))]  # the most interesting image is added
+        assert set(img_of[res.selected[r + 1]]) <= set(order[: 4 + r])
+        assert len(res.selected[r + 1]) == 10
+    assert [rec["n_images"] for rec in res.records] == [3, 4, 5, 6]
+    # interestingness = the sum of Phi over the image's grid patches (checked for the last round's model
+    # would need the state; check round-independent facts instead: grid size and positivity)
+    assert (res.interestingness[np.isfinite(res.interestingness)] > 0).all()
+
+
+def test_select_images_interestingness_is_sum_of_phi():
+    pool, images = make_pool(n_images=5, per_image=30, seed=4)
+    torch.manual_seed(0)
+    model = LeNet()
+    # rounds=1: the recorded interestingness is measured with the initial model, which we rebuild
+    res = egl.select_images(model, pool, FIT, mu=4, rounds=1, k=5, stride=24, seed=0, augment=False,
+                            initial_batches=2, batch_size=16)
+    torch.manual_seed(0)
+    ref = LeNet()
+    egl.select_images(ref, pool, FIT, mu=4, rounds=0, stride=24, seed=0, augment=False, initial_batches=2,
+                      batch_size=16)
+    (last,) = [i for i in range(5) if i not in res.image_order[:4]]
+    rows, cols = patchify(images[last].shape[:2], 48, 24)
+    phi = naive_egl(ref, to_tensor(extract(images[last], 0, rows, cols, 48)), "fc")
+    assert_rel(res.interestingness[0, last], phi.sum())
+
+
+def test_select_images_errors():
+    pool, _ = make_pool(n_images=3, per_image=10)
+    with pytest.raises(ValueError, match="mu"):
+        egl.select_images(LeNet(), pool, FIT, mu=4)
+    with pytest.raises(ValueError, match="rounds must lie"):
+        egl.select_images(LeNet(), pool, FIT, mu=2, rounds=2)
+    with pytest.raises(ValueError, match="k .* must be >= 1"):
+        egl.select_images(LeNet(), pool, FIT, k=-1)
+    with pytest.raises(ValueError, match="fovs"):
+        egl.select_images(LeNet(), pool, FIT, mu=1, fovs=[None])
+
+
+def test_egl_map_matches_patchwise_scores():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    fov = np.zeros((100, 100), bool)
+    fov[10:90, 10:90] = True
+    model = trained_lenet()
+    m = egl.egl_map(model, image, fov, stride=16)
+    assert m.shape == (100, 100) and m.dtype == np.float32
+    rows, cols = patchify(fov, 48, 16)
+    phi = naive_egl(model, to_tensor(extract(image, 0, rows, cols, 48)), "fc")
+    assert_rel(m[rows, cols], phi)
+    assert np.isnan(m[0, 0]) and np.isnan(m[99, 99])
+    with pytest.raises(ValueError, match="fov must be"):
+        egl.egl_map(model, image, fov[:50])
+
+
+def test_labels_to_reach():
+    res = egl.SelectionResult("egl", records=[
+        {"round": 0, "iterations": 5, "n_patches": 160, "n_images": 4, "f1": 0.5},
+        {"round": 1, "iterations": 11, "n_patches": 192, "n_images": 5, "f1": 0.79},
+        {"round": 2, "iterations": 18, "n_patches": 224, "n_images": 6, "f1": 0.81},
+    ])
+    assert egl.labels_to_reach(res, 0.8) == {"round": 2.0, "iterations": 18.0, "n_patches": 224.0, "n_images": 6.0}
+    assert np.isnan(egl.labels_to_reach(res, 0.9)["n_images"])
+    with pytest.raises(ValueError, match="no 'auc'"):
+        egl.labels_to_reach(res, 0.5, metric="auc")
