@@ -33,7 +33,9 @@ from scipy import ndimage
 from . import _io
 
 #: Dataset names accepted by :func:`load`.
-DATASETS = ("synthetic", "skimage-retina", "idrid", "eophtha-ex", "diaretdb1", "kaggle", "messidor", "folder")
+DATASETS = (
+    "synthetic", "skimage-retina", "idrid", "eophtha-ex", "diaretdb1", "kaggle", "messidor", "folder",
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 _IGNORED_FILES = {"thumbs.db", "desktop.ini"}
@@ -56,6 +58,8 @@ class FundusImage:
     the array) instead of ``image``; the first access reads the file and checks it. Masks are HxW
     bool of the image's size; ``hemorrhage_centers`` is (N, 2) float (row, col).
     ``fov`` is the exact field-of-view mask when the source knows it (synthetic data), else None.
+    ``path`` is the image file and ``mask_paths`` the mask files used ({"exudate": ...,
+    "hemorrhage": ...}) for disk datasets.
 
     ``exudate_mask``, ``hemorrhage_mask`` and ``hemorrhage_centers`` may also be given as a
     deferred value (what the disk loaders do); reading the attribute then computes and keeps it,
@@ -73,6 +77,7 @@ class FundusImage:
     source: str = ""
     fov: np.ndarray | None = field(default=None, repr=False)
     path: str | None = None
+    mask_paths: dict[str, str] | None = field(default=None, repr=False, compare=False)
     loader: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -193,18 +198,23 @@ def _check_root(name: str, root) -> Path:
     path = Path(root).expanduser()
     if not path.is_dir():
         what = "is a file, not a folder" if path.exists() else "does not exist"
-        raise FileNotFoundError(f"data root {str(path)!r} for dataset {name!r} {what}; pass the folder holding the dataset")
+        raise FileNotFoundError(
+            f"data root {str(path)!r} for dataset {name!r} {what}; pass the folder holding the "
+            "dataset"
+        )
     return path
+
+
 # ---------------------------------------------------------------------------------------------
 # Synthetic fundus generator
 # ---------------------------------------------------------------------------------------------
 
 #: Bump whenever the generator's output changes: it is part of the cache key.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Defaults of ``load("synthetic", ...)``; every option is documented in :func:`load_synthetic`.
 SYNTHETIC_DEFAULTS: dict[str, Any] = {
-    "n_patients": 36,
+    "n_patients": 30,
     "seed": 0,
     "size": 512,
     "confounder_density": 1.0,
@@ -318,8 +328,14 @@ def _vessel_profile(shape, paths, k):
     return (edge * (0.55 + 0.45 * core)).astype(np.float32), wn * (dist < half + 0.5)
 
 
-def _render_fundus(rng, size, eye, category, quality, confounder_density, lesion_size, lesion_contrast):
-    """Draw one synthetic fundus photograph; return (image uint8, fov, exudate mask, hemorrhage mask, n_lesions)."""
+def _render_fundus(rngs, size, eye, category, quality, confounder_density, lesion_size, lesion_contrast):
+    """Draw one synthetic fundus; return (image uint8, fov, exudate mask, hemorrhage mask, n_lesions).
+
+    ``rngs`` holds four independent generators: anatomy, confounders, lesions, acquisition. So a
+    knob changes only its own part: the same (seed, index) drawn as "healthy" and as "both"
+    differs only where the lesions are (and within the blur's reach of them).
+    """
+    rng = rngs[0]
     S = int(size)
     k = S / 512.0
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
@@ -341,7 +357,8 @@ def _render_fundus(rng, size, eye, category, quality, confounder_density, lesion
     illum = 1.0 - rng.uniform(0.35, 0.5) * (rad / r) ** 2
     illum += rng.uniform(0.03, 0.09) * ((xx - cx) * np.cos(tilt) + (yy - cy) * np.sin(tilt)) / r
     g = max(S // 16, 4)
-    coarse = ndimage.zoom(ndimage.gaussian_filter(rng.standard_normal((g, g)).astype(np.float32), 1.0), S / g, order=1)[:S, :S]
+    coarse = ndimage.gaussian_filter(rng.standard_normal((g, g)).astype(np.float32), 1.0)
+    coarse = ndimage.zoom(coarse, S / g, order=1)[:S, :S]
     fine = ndimage.gaussian_filter(rng.standard_normal((S, S)).astype(np.float32), 1.5 * k)
     illum = np.clip(illum, 0.05, None)
     tex = 1.0 + 0.06 * coarse + 0.12 * fine
@@ -352,15 +369,20 @@ def _render_fundus(rng, size, eye, category, quality, confounder_density, lesion
     disc = (cy + rng.uniform(-0.06, 0.06) * r, cx + side * rng.uniform(0.40, 0.48) * r)
     rd = rng.uniform(0.12, 0.15) * r
     fovea = (disc[0] + rng.uniform(0.02, 0.08) * r, cx - side * rng.uniform(0.15, 0.25) * r)
-    dfov = np.sqrt((yy - fovea[0]) ** 2 + (xx - fovea[1]) ** 2)
-    mac = np.exp(-0.5 * (dfov / (0.16 * r)) ** 2) * rng.uniform(0.25, 0.35)
-    pit = np.exp(-0.5 * (dfov / (0.035 * r)) ** 2) * 0.15
-    img *= 1.0 - (mac + pit)[..., None] * np.array([0.7, 1.0, 0.9], np.float32)
-    ddisc = np.sqrt((yy - disc[0]) ** 2 + (xx - disc[1]) ** 2)
+    m0, m1 = max(int(fovea[0] - 0.64 * r), 0), min(int(fovea[0] + 0.64 * r) + 1, S)  # +-4 sigma box
+    n0, n1 = max(int(fovea[1] - 0.64 * r), 0), min(int(fovea[1] + 0.64 * r) + 1, S)
+    dfov2 = (yy[m0:m1, n0:n1] - fovea[0]) ** 2 + (xx[m0:m1, n0:n1] - fovea[1]) ** 2
+    mac = np.exp(-0.5 * dfov2 / (0.16 * r) ** 2) * rng.uniform(0.25, 0.35)
+    pit = np.exp(-0.5 * dfov2 / (0.035 * r) ** 2) * 0.15
+    img[m0:m1, n0:n1] *= 1.0 - (mac + pit)[..., None] * np.array([0.7, 1.0, 0.9], np.float32)
+    t0, l0 = max(int(disc[0] - rd) - 2, 0), max(int(disc[1] - rd) - 2, 0)  # the disc's box only
+    t1, l1 = min(int(disc[0] + rd) + 3, S), min(int(disc[1] + rd) + 3, S)
+    box = img[t0:t1, l0:l1]
+    ddisc = np.sqrt((yy[t0:t1, l0:l1] - disc[0]) ** 2 + (xx[t0:t1, l0:l1] - disc[1]) ** 2)
     a_disc = np.clip((rd - ddisc) / (1.2 * k) + 0.5, 0, 1)[..., None] * 0.85
-    img = img * (1 - a_disc) + a_disc * np.array([245, 195, 135], np.float32) * illum[..., None] ** 0.3
+    box = box * (1 - a_disc) + a_disc * np.array([245, 195, 135], np.float32) * illum[t0:t1, l0:l1, None] ** 0.3
     cup = (np.exp(-0.5 * (ddisc / (0.4 * rd)) ** 2) * 0.6)[..., None]
-    img = img * (1 - cup) + cup * np.array([255, 238, 200], np.float32)
+    img[t0:t1, l0:l1] = box * (1 - cup) + cup * np.array([255, 238, 200], np.float32)
 
     # vessel trees: veins (wider, darker) and arteries (thinner, lighter, with a light reflex)
     ok = lambda p: inside(p, 2 * k) & (np.hypot(p[:, 0] - fovea[0], p[:, 1] - fovea[1]) > 0.07 * r)
@@ -389,11 +411,15 @@ def _render_fundus(rng, size, eye, category, quality, confounder_density, lesion
             pts = np.concatenate([pts, cand[inner(cand)]])
         return pts[:n]
 
+    rng = rngs[1]
     cd = confounder_density
     n_ma, n_dr, n_rf = rng.poisson(4 * cd), rng.poisson(3 * cd), rng.poisson(2 * cd)
     p = sample_points(n_ma)
-    dark = _spot_field((S, S), p[:, 0], p[:, 1], rng.uniform(0.8, 1.8, len(p)) * k, rng.uniform(0.45, 0.8, len(p)))
-    img *= 1.0 - np.clip(dark, 0, 0.9)[..., None] * np.array([0.55, 0.8, 0.7], np.float32)
+    # microaneurysm-like dots: flat-topped dark red discs of radius ~1.5-2.8 px, just below the
+    # smallest hemorrhage (3 px) and coloured like one, so only their size tells them apart
+    sig = rng.uniform(0.9, 1.6, len(p)) * k
+    dark = _spot_field((S, S), p[:, 0], p[:, 1], sig, rng.uniform(1.5, 3.0, len(p)))
+    img *= 1.0 - np.clip(dark, 0, rng.uniform(0.65, 0.9))[..., None] * np.array([0.5, 0.78, 0.72], np.float32)
     p = sample_points(n_dr, fovea, (0.05, 0.35), 0.6)
     pale = _spot_field((S, S), p[:, 0], p[:, 1], rng.uniform(1.5, 3.5, len(p)) * k, rng.uniform(0.3, 0.55, len(p)))
     p = sample_points(n_rf, fovea, (0.15, 0.45), 0.5)
@@ -403,6 +429,7 @@ def _render_fundus(rng, size, eye, category, quality, confounder_density, lesion
     img += np.clip(pale_rf, 0, 0.9)[..., None] * (np.array([250, 245, 235], np.float32) - img)
 
     # lesions with exact masks, kept 4 px (at 512) inside the field of view
+    rng = rngs[2]
     keep = fov & (rad <= r - 4 * k) & (np.abs(yy - cy) <= band - 4 * k)
     ex = np.zeros((S, S), bool)
     he = np.zeros((S, S), bool)
@@ -450,6 +477,7 @@ def _render_fundus(rng, size, eye, category, quality, confounder_density, lesion
         img *= 1.0 - np.clip(depth, 0, 0.95)[..., None] * np.array([0.5, 0.78, 0.72], np.float32)
 
     # acquisition: slight blur, poor quality (strong blur or low contrast), noise, black outside
+    rng = rngs[3]
     if quality == "poor":
         if rng.random() < 0.5:
             img = ndimage.gaussian_filter(img, (rng.uniform(2.0, 3.5) * k,) * 2 + (0,))
@@ -478,7 +506,8 @@ def _check_synthetic_options(n_patients, seed, size, confounder_density, lesion_
                            ("lesion_contrast", lesion_contrast, 2.0), ("poor_fraction", poor_fraction, 1.0)):
         lo_ok = value >= 0 if key in ("confounder_density", "poor_fraction") else value > 0
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not lo_ok or value > hi:
-            raise ValueError(f"{key} must be a number in {'[0' if key in ('confounder_density', 'poor_fraction') else '(0'}, {hi}], got {value!r}")
+            lo = "[0" if key in ("confounder_density", "poor_fraction") else "(0"
+            raise ValueError(f"{key} must be a number in {lo}, {hi}], got {value!r}")
 
 
 def _grade(n_lesions: int) -> int:
@@ -536,13 +565,16 @@ def synthetic_fundus(
     """
     _check_synthetic_options(1, seed, size, confounder_density, lesion_size, lesion_contrast, 0.0)
     if category not in CATEGORY_FRACTIONS:
-        raise ValueError(f"category must be one of {', '.join(CATEGORY_FRACTIONS)}, got {category!r}")
+        raise ValueError(
+            f"category must be one of {', '.join(CATEGORY_FRACTIONS)}, got {category!r}"
+        )
     if quality not in ("good", "poor"):
         raise ValueError(f"quality must be 'good' or 'poor', got {quality!r}")
     if eye not in ("R", "L"):
         raise ValueError(f"eye must be 'R' or 'L', got {eye!r}")
-    rng = np.random.default_rng([GENERATOR_VERSION, int(seed), int(index)])
-    img, fov, ex, he, n = _render_fundus(rng, size, eye, category, quality, float(confounder_density),
+    seq = np.random.SeedSequence([GENERATOR_VERSION, int(seed), int(index)])
+    rngs = [np.random.default_rng(s) for s in seq.spawn(4)]
+    img, fov, ex, he, n = _render_fundus(rngs, size, eye, category, quality, float(confounder_density),
                                          float(lesion_size), float(lesion_contrast))
     return FundusImage(
         id=f"syn{seed}-{index:04d}", patient_id=f"syn{seed}-p{index // 2:03d}", image_=img, exudate_mask=ex,
@@ -572,7 +604,7 @@ def synthetic_cache_path(**options: Any) -> Path:
 
 
 def load_synthetic(
-    n_patients: int = 36,
+    n_patients: int = 30,
     seed: int = 0,
     size: int = 512,
     confounder_density: float = 1.0,
@@ -591,8 +623,8 @@ def load_synthetic(
 
     Parameters
     ----------
-    n_patients : int, default 36
-        72 images.
+    n_patients : int, default 30
+        60 images.
     seed : int, default 0
         Same seed, same pixels.
     size : int, default 512
@@ -643,7 +675,12 @@ def load_synthetic(
         for i, (c, q, e) in enumerate(tqdm(plan, desc="synthetic fundus", leave=False))
     ]
     if cache:
-        _write_synthetic_cache(path, records, opts)
+        try:
+            _write_synthetic_cache(path, records, opts)
+        except OSError as err:  # a read-only checkout still gets its data, only slower next time
+            import warnings
+
+            warnings.warn(f"could not write the synthetic-data cache {str(path)!r} ({err}); continuing without it")
     return records
 
 
@@ -741,11 +778,16 @@ def _to_rgb_uint8(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (1, 2)):
         raise _grey_error(path)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"image {str(path)!r} has shape {arr.shape}; expected height x width x 3 (RGB) colour pixels")
+        raise ValueError(
+            f"image {str(path)!r} has shape {arr.shape}; expected height x width x 3 (RGB) colour "
+            "pixels"
+        )
     if arr.dtype == np.uint16:  # 16-bit colour: scale to 8 bits
         arr = np.round(arr / 257.0).astype(np.uint8)
     elif arr.dtype != np.uint8:
-        raise ValueError(f"image {str(path)!r} has {arr.dtype} pixels; save it as an 8-bit RGB image")
+        raise ValueError(
+            f"image {str(path)!r} has {arr.dtype} pixels; save it as an 8-bit RGB image"
+        )
     if arr.shape[2] == 4:
         if not (arr[..., 3] == 255).all():
             raise ValueError(
@@ -803,7 +845,7 @@ def read_mask(path: str | os.PathLike, threshold: float | None = None) -> np.nda
     grey, RGB and RGBA masks as their colour values (the alpha channel only counts when every
     colour channel is 0 everywhere). A pixel is lesion when the largest value is > 0, or, for
     grey-level agreement maps (``threshold`` given, a fraction of full scale), when it is
-    ``>= threshold * 255`` (``* 65535`` for 16-bit maps).
+    ``>= threshold * 255 - 0.5`` (``* 65535`` for 16-bit maps), so 191 counts as 0.75.
     """
     path = Path(path)
     if not path.is_file():
@@ -838,11 +880,14 @@ def read_mask(path: str | os.PathLike, threshold: float | None = None) -> np.nda
     elif arr.ndim == 2:
         values = arr
     else:
-        raise ValueError(f"mask file {str(path)!r} has shape {arr.shape}; expected a 2-D mask or an RGB(A) image")
+        raise ValueError(
+            f"mask file {str(path)!r} has shape {arr.shape}; expected a 2-D mask or an RGB(A) "
+            "image"
+        )
     if threshold is None or values.dtype == bool:
         return values > 0
     full = 65535.0 if values.dtype == np.uint16 else 1.0 if values.dtype.kind == "f" else 255.0
-    return values >= threshold * full
+    return values >= threshold * full - 0.5  # within half a grey level: 191 counts as 0.75 of 255
 
 
 def _checked_mask(path: Path, image_path: Path, shape: tuple[int, int] | None, threshold: float | None) -> np.ndarray:
@@ -876,7 +921,9 @@ def _visible(p: Path) -> bool:
 
 def _list_images(folder: Path) -> list[Path]:
     """Image files in ``folder`` (any case of extension), hidden files and Thumbs.db ignored."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and _visible(p) and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -890,7 +937,11 @@ def _file_index(folder: Path | None) -> dict[str, Path]:
     return {p.name.lower(): p for p in folder.iterdir() if p.is_file() and _visible(p)}
 
 
-def _find(index: dict[str, Path], stem: str, exts=(".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif")) -> Path | None:
+_MASK_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def _find(index: dict[str, Path], stem: str, exts=_MASK_EXTENSIONS) -> Path | None:
+    """The file ``stem + ext`` for the first ext that exists (any case), else None."""
     for ext in exts:
         hit = index.get((stem + ext).lower())
         if hit is not None:
@@ -938,6 +989,7 @@ def _record(
     rec = FundusImage(
         id=rec_id, patient_id=patient_id, exudate_mask=mask_value(exudate), hemorrhage_mask=mask_value(hemorrhage),
         grade=grade, quality=quality, source=source, path=str(image_path), loader=lambda: read_image(image_path),
+        mask_paths={k: str(v) for k, v in (("exudate", exudate), ("hemorrhage", hemorrhage)) if isinstance(v, Path)},
     )
     if centers is not None:
         rec.hemorrhage_centers = np.asarray(centers, float).reshape(-1, 2)
@@ -995,7 +1047,8 @@ def load_idrid(root: Path, subset: str = "all", verify: bool = True) -> list[Fun
             he = (_find(he_idx, img.stem + "_HE", _TIFF) or False) if he_dir.is_dir() else None
             records.append(_record(img, img.stem, img.stem, "idrid", exudate=ex, hemorrhage=he, verify=verify))
     if not records:
-        raise FileNotFoundError(f"no images (.jpg, .png, .tif) found in {str(img_root)!r} ({', '.join(_IDRID_SETS[s] for s in present)})")
+        sets = ", ".join(_IDRID_SETS[s] for s in present)
+        raise FileNotFoundError(f"no images (.jpg, .png, .tif) found in {str(img_root)!r} ({sets})")
     return records
 
 
@@ -1010,7 +1063,8 @@ def load_eophtha_ex(root: Path, verify: bool = True) -> list[FundusImage]:
     base = root / "e_optha_EX" if (root / "e_optha_EX").is_dir() else root
     ex_dir, ann_dir, healthy_dir = base / "EX", base / "Annotation_EX", base / "healthy"
     if not ex_dir.is_dir() and not healthy_dir.is_dir():
-        raise _layout_error("e-ophtha EX", base, "EX", "'e_optha_EX/EX/<patient>/<image>.jpg' and/or 'e_optha_EX/healthy/<patient>/'")
+        expected = "'e_optha_EX/EX/<patient>/<image>.jpg' and/or 'e_optha_EX/healthy/<patient>/'"
+        raise _layout_error("e-ophtha EX", base, "EX", expected)
     records = []
     if ex_dir.is_dir():
         for patient in _subdirs(ex_dir):
@@ -1023,7 +1077,10 @@ def load_eophtha_ex(root: Path, verify: bool = True) -> list[FundusImage]:
             for img in _list_images(patient):
                 records.append(_record(img, img.stem, patient.name, "eophtha-ex", exudate=False, grade=0, verify=verify))
     if not records:
-        raise FileNotFoundError(f"no images found under {str(base)!r} (expected EX/<patient>/<image>.jpg or healthy/<patient>/<image>.jpg)")
+        raise FileNotFoundError(
+            f"no images found under {str(base)!r} (expected EX/<patient>/<image>.jpg or "
+            "healthy/<patient>/<image>.jpg)"
+        )
     ids = [r.id for r in records]
     if len(set(ids)) < len(ids):  # the same file name under two patients: qualify every id
         for r in records:
@@ -1040,7 +1097,10 @@ def load_diaretdb1(root: Path, subset: str = "all", threshold: float = 0.75, ver
     """
     subset, verify = _check_subset(subset), _check_verify(verify)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
-        raise ValueError(f"threshold must be a fraction in (0, 1] of the 255 grey levels (0.75 is usual), got {threshold!r}")
+        raise ValueError(
+            "threshold must be a fraction in (0, 1] of the 255 grey levels (0.75 is usual), got "
+            f"{threshold!r}"
+        )
     res = root / "resources" if (root / "resources").is_dir() else root
     img_dir = res / "images" / "ddb1_fundusimages"
     expected = "'resources/images/ddb1_fundusimages/imageNNN.png'"
@@ -1052,7 +1112,10 @@ def load_diaretdb1(root: Path, subset: str = "all", threshold: float = 0.75, ver
     if subset != "all":
         split = res / ("traindatasets/trainset.txt" if subset == "train" else "testdatasets/testset.txt")
         if not split.is_file():
-            raise FileNotFoundError(f"DIARETDB1 split list {str(split)!r} is missing; use subset='all' or restore the file")
+            raise FileNotFoundError(
+                f"DIARETDB1 split list {str(split)!r} is missing; use subset='all' or restore the "
+                "file"
+            )
         stems = {Path(line.strip().replace("\\", "/")).stem for line in split.read_text().splitlines() if line.strip()}
         images = [p for p in images if p.stem in stems]
     gt = res / "images" / "ddb1_groundtruth"
@@ -1093,7 +1156,10 @@ def _int_value(value: str, path: Path, column: str, row: int) -> int:
     try:
         return int(float(value))
     except ValueError:
-        raise ValueError(f"{str(path)!r} row {row}: column {column!r} holds {value!r}, not a number; fix that row") from None
+        raise ValueError(
+            f"{str(path)!r} row {row}: column {column!r} holds {value!r}, not a number; fix that "
+            "row"
+        ) from None
 
 
 def load_kaggle(root: Path, missing: str = "error", verify: bool = True) -> list[FundusImage]:
@@ -1109,7 +1175,10 @@ def load_kaggle(root: Path, missing: str = "error", verify: bool = True) -> list
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
     labels, train = root / "trainLabels.csv", root / "train"
     if not labels.is_file():
-        raise FileNotFoundError(f"Kaggle layout not found: 'trainLabels.csv' is missing in {str(root)!r} (expected trainLabels.csv and train/<id>_left.jpeg); found {_found(root)}")
+        raise FileNotFoundError(
+            f"Kaggle layout not found: 'trainLabels.csv' is missing in {str(root)!r} (expected "
+            f"trainLabels.csv and train/<id>_left.jpeg); found {_found(root)}"
+        )
     if not train.is_dir():
         raise _layout_error("Kaggle", root, "train", "'train/<id>_left.jpeg'")
     idx = {p.stem: p for p in _list_images(train)}
@@ -1121,14 +1190,17 @@ def load_kaggle(root: Path, missing: str = "error", verify: bool = True) -> list
             continue
         stem = row["image"]
         patient = stem.rsplit("_", 1)[0] if stem.lower().endswith(("_left", "_right")) else stem
-        records.append(_record(img, stem, patient, "kaggle", grade=_int_value(row["level"], labels, "level", i), verify=verify))
+        grade = _int_value(row["level"], labels, "level", i)
+        records.append(_record(img, stem, patient, "kaggle", grade=grade, verify=verify))
     if absent and missing == "error":
         raise FileNotFoundError(
             f"{len(absent)} image(s) listed in {str(labels)!r} are not in {str(train)!r} (first: {absent[:3]}); "
             f"complete the download or pass missing='skip'"
         )
     if not records:
-        raise FileNotFoundError(f"none of the images listed in {str(labels)!r} is in {str(train)!r}")
+        raise FileNotFoundError(
+            f"none of the images listed in {str(labels)!r} is in {str(train)!r}"
+        )
     return records
 
 
@@ -1143,7 +1215,10 @@ def load_messidor(root: Path, verify: bool = True) -> list[FundusImage]:
     verify = _check_verify(verify)
     bases = [d for d in _subdirs(root) if d.name.lower().startswith("base")]
     if not bases:
-        raise FileNotFoundError(f"Messidor layout not found: no 'Base11' ... 'Base34' folder in {str(root)!r}; found {_found(root)}")
+        raise FileNotFoundError(
+            f"Messidor layout not found: no 'Base11' ... 'Base34' folder in {str(root)!r}; found "
+            f"{_found(root)}"
+        )
     records = []
     root_idx = _file_index(root)
     for base in bases:
@@ -1155,14 +1230,21 @@ def load_messidor(root: Path, verify: bool = True) -> list[FundusImage]:
             if xls is not None:
                 raise ValueError(
                     f"cannot read {str(xls)!r}: Excel files need the xlrd package, which fundus_nb does not install; "
-                    f"open it in a spreadsheet program and save it as '{xls.with_suffix('.csv').name}' (CSV, same columns) next to it"
+                    f"open it in a spreadsheet program and save it as '{xls.with_suffix('.csv').name}' "
+                    "(CSV, same columns) next to it"
                 )
-            raise FileNotFoundError(f"Messidor annotation 'Annotation_{base.name}.csv' (or .xls) is missing in {str(base)!r}; found {_found(base)}")
+            raise FileNotFoundError(
+                f"Messidor annotation 'Annotation_{base.name}.csv' (or .xls) is missing in "
+                f"{str(base)!r}; found {_found(base)}"
+            )
         for i, row in enumerate(_read_csv(ann, ("Image name", "Retinopathy grade"), "Messidor annotation"), start=2):
             name = row["Image name"]
             img = idx.get(name.lower()) or _find(idx, Path(name).stem, (".tif", ".tiff", ".jpg", ".png"))
             if img is None:
-                raise FileNotFoundError(f"image {name!r} listed in {str(ann)!r} is not in {str(base)!r}; restore it or remove its row")
+                raise FileNotFoundError(
+                    f"image {name!r} listed in {str(ann)!r} is not in {str(base)!r}; restore it "
+                    "or remove its row"
+                )
             grade = _int_value(row["Retinopathy grade"], ann, "Retinopathy grade", i)
             records.append(_record(img, img.stem, img.stem, "messidor", grade=grade, verify=verify))
     return records
@@ -1188,9 +1270,16 @@ def load_folder(root: Path, verify: bool = True) -> list[FundusImage]:
         raise _layout_error("folder", root, "images", "'images/<name>.png' plus optional 'masks/<name>_EX.png', '<name>_HE.png'")
     images = _list_images(img_dir)
     if not images:
-        raise FileNotFoundError(f"no images (.png, .jpg, .jpeg, .tif, .tiff, .bmp) in {str(img_dir)!r}; found {_found(img_dir)}")
+        raise FileNotFoundError(
+            f"no images (.png, .jpg, .jpeg, .tif, .tiff, .bmp) in {str(img_dir)!r}; found "
+            f"{_found(img_dir)}"
+        )
     by_stem = {p.stem: p for p in images}
-    key = lambda s: Path(s).stem if s in {p.name for p in images} or Path(s).suffix.lower() in IMAGE_EXTENSIONS else s  # noqa: E731
+    names = {p.name for p in images}
+
+    def key(s: str) -> str:  # a CSV may name an image by file name or by stem
+        return Path(s).stem if s in names or Path(s).suffix.lower() in IMAGE_EXTENSIONS else s
+
     midx = _file_index(root / "masks")
     has_ex = any(Path(n).stem.endswith("_ex") for n in midx)
     has_he = any(Path(n).stem.endswith("_he") for n in midx)
@@ -1201,22 +1290,34 @@ def load_folder(root: Path, verify: bool = True) -> list[FundusImage]:
         for i, row in enumerate(_read_csv(cpath, ("image", "row", "col"), "hemorrhage centre file"), start=2):
             s = key(row["image"])
             if s not in centers:
-                raise ValueError(f"{str(cpath)!r} row {i} names image {row['image']!r}, which is not in {str(img_dir)!r}; fix or remove that row")
+                raise ValueError(
+                    f"{str(cpath)!r} row {i} names image {row['image']!r}, which is not in "
+                    f"{str(img_dir)!r}; fix or remove that row"
+                )
             try:
                 centers[s].append((float(row["row"]), float(row["col"])))
             except ValueError:
-                raise ValueError(f"{str(cpath)!r} row {i}: row/col must be numbers, got {row['row']!r}, {row['col']!r}") from None
+                raise ValueError(
+                    f"{str(cpath)!r} row {i}: row/col must be numbers, got {row['row']!r}, "
+                    f"{row['col']!r}"
+                ) from None
     labels = {}
     lpath = root / "labels.csv"
     if lpath.is_file():
         for i, row in enumerate(_read_csv(lpath, ("image",), "label file"), start=2):
             s = key(row["image"])
             if s not in by_stem:
-                raise ValueError(f"{str(lpath)!r} row {i} names image {row['image']!r}, which is not in {str(img_dir)!r}; fix or remove that row")
+                raise ValueError(
+                    f"{str(lpath)!r} row {i} names image {row['image']!r}, which is not in "
+                    f"{str(img_dir)!r}; fix or remove that row"
+                )
             if row.get("grade"):
                 row["grade"] = _int_value(row["grade"], lpath, "grade", i)
             if row.get("quality") and row["quality"] not in ("good", "poor"):
-                raise ValueError(f"{str(lpath)!r} row {i}: quality must be 'good' or 'poor', got {row['quality']!r}")
+                raise ValueError(
+                    f"{str(lpath)!r} row {i}: quality must be 'good' or 'poor', got "
+                    f"{row['quality']!r}"
+                )
             labels[s] = row
     records = []
     for s, img in by_stem.items():

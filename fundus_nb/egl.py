@@ -52,6 +52,8 @@ __all__ = [
     "select_images",
     "SelectionResult",
     "labels_to_reach",
+    "curves_on_grid",
+    "mean_band",
 ]
 
 STRATEGIES = ("egl", "random", "entropy")
@@ -660,7 +662,7 @@ def select_images(
         h, w = pool.shapes[i]
         f = None if fovs is None else fovs[i]
         rows, cols = patchify((int(h), int(w)) if f is None else np.asarray(f, bool), size, stride)
-        win = np.lib.stride_tricks.sliding_window_view(pool.padded[i], (size, size, 3))
+        win = np.lib.stride_tricks.sliding_window_view(pool.images[i], (size, size, 3))
         return win[rows, cols, 0]
 
     chosen = list(rng.choice(n_img, size=mu, replace=False).astype(int))
@@ -732,3 +734,43 @@ def labels_to_reach(
         if rec[metric] >= target:
             return {key: float(rec.get(key, np.nan)) for key in ("round", "iterations", "n_patches", "n_images")}
     return {key: float("nan") for key in ("round", "iterations", "n_patches", "n_images")}
+
+
+def curves_on_grid(results: Sequence[SelectionResult], metric: str, grid: np.ndarray) -> np.ndarray:
+    """Each run's ``metric`` against SGD iterations, linearly interpolated onto ``grid``.
+
+    Returns a ``(len(results), len(grid))`` array, NaN outside a run's range of iterations (runs
+    of one setting can differ by a few iterations, so they are compared on a common axis).
+    """
+    grid = np.asarray(grid, float)
+    out = np.full((len(results), len(grid)), np.nan)
+    for i, res in enumerate(results):
+        if not res.records or metric not in res.records[0]:
+            raise ValueError(f"run {i} has no {metric!r} in its records; pass eval_fn returning it")
+        it = np.array([r["iterations"] for r in res.records], float)
+        v = np.array([r[metric] for r in res.records], float)
+        inside = (grid >= it[0]) & (grid <= it[-1])
+        out[i, inside] = np.interp(grid[inside], it, v)
+    return out
+
+
+def mean_band(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over axis 0 and its Student-t confidence band at ``level`` (NaNs ignored per column).
+
+    With a single run the band collapses onto the mean (no spread can be estimated).
+    """
+    from scipy import stats
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    v = np.atleast_2d(np.asarray(values, float))
+    n = np.sum(np.isfinite(v), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(v, axis=0)
+            sd = np.nanstd(v, axis=0, ddof=1) if v.shape[0] > 1 else np.zeros(v.shape[1])
+        half = np.where(n > 1, stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * sd / np.sqrt(n), 0.0)
+    return mean, mean - half, mean + half

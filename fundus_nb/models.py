@@ -24,7 +24,6 @@ the middle four.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -253,13 +252,16 @@ def predict_proba(
 # ----------------------------------------------------------------------------------------------
 
 
-def _dense_plan(model: nn.Module) -> tuple[list[tuple], int, int]:
+def _dense_plan(model: nn.Module) -> "_DensePlan":
     """Translate ``model.features`` + ``model.classifier`` into whole-image operations.
 
-    Returns ``(ops, extent, max_channels)`` where ``ops`` is a list of
-    ``("conv", weight, bias, dilation)``, ``("relu",)``, ``("pool", k, dilation)`` and
-    ``("softmax1",)``; ``extent`` is the number of input rows (from the patch's top) that reach the
-    output; ``max_channels`` the widest intermediate (for tiling).
+    The features become ``("conv", weight, bias, dilation)``, ``("relu",)`` and
+    ``("pool", k, dilation)`` operations on the whole (padded) image: every max-pooling of
+    stride ``k`` is applied with stride 1 and multiplies the dilation of everything after it by
+    ``k``. The first fully connected layer becomes a ``h x h`` convolution with the accumulated
+    dilation, evaluated as one matrix product over gathered, shifted feature slices; later fully
+    connected layers are per-pixel matrix products; the last (2 logits) is reduced to the logit
+    difference, since ``softmax(z)[1] == sigmoid(z1 - z0)``.
     """
     for name in ("features", "classifier", "patch_size"):
         if not hasattr(model, name):
@@ -271,13 +273,11 @@ def _dense_plan(model: nn.Module) -> tuple[list[tuple], int, int]:
     with torch.no_grad():
         dev = _model_device(model)
         feat_shape = tuple(model.features(torch.zeros(1, 3, s, s, device=dev)).shape[1:])
-    ops: list[tuple] = []
+    plan = _DensePlan()
     d = 1
     extent = 1
-    max_ch = 3
     flattened = False
-    first_fc = True
-    for m in list(model.features) + list(model.classifier):
+    for m in model.features:
         if isinstance(m, nn.Conv2d):
             if m.stride != (1, 1) or m.padding not in ((0, 0), "valid") or m.dilation != (1, 1) \
                     or m.groups != 1 or m.kernel_size[0] != m.kernel_size[1]:
@@ -286,9 +286,9 @@ def _dense_plan(model: nn.Module) -> tuple[list[tuple], int, int]:
                     f"square kernels and groups=1; got {m}."
                 )
             k = m.kernel_size[0]
-            ops.append(("conv", m.weight.detach(), _bias(m), d))
+            plan.features.append(("conv", m.weight.detach(), _bias(m), d))
             extent += (k - 1) * d
-            max_ch = max(max_ch, m.out_channels)
+            plan.feature_channels = max(plan.feature_channels, m.out_channels)
         elif isinstance(m, nn.MaxPool2d):
             k = _pair1(m.kernel_size)
             st = _pair1(m.stride if m.stride is not None else m.kernel_size)
@@ -296,39 +296,151 @@ def _dense_plan(model: nn.Module) -> tuple[list[tuple], int, int]:
                 raise NotImplementedError(
                     f"dense_probability_map supports MaxPool2d with stride == kernel; got {m}."
                 )
-            ops.append(("pool", k, d))
+            plan.features.append(("pool", k, d))
             extent += (k - 1) * d
             d *= k
         elif isinstance(m, nn.ReLU):
-            ops.append(("relu",))
+            plan.features.append(("relu",))
         elif isinstance(m, (nn.Dropout, nn.Identity)):
             continue  # identity in eval mode
-        elif isinstance(m, nn.Flatten):
-            flattened = True
-        elif isinstance(m, nn.Linear):
-            if first_fc:
-                if not flattened:
-                    raise NotImplementedError("the first Linear layer must follow an nn.Flatten.")
-                c, h, w = feat_shape
-                if h != w:
-                    raise NotImplementedError("dense_probability_map needs square feature maps.")
-                weight = m.weight.detach().reshape(m.out_features, c, h, w)
-                ops.append(("conv", weight, _bias(m), d))
-                extent += (h - 1) * d
-                first_fc = False
-            else:
-                weight = m.weight.detach()[:, :, None, None]
-                ops.append(("conv", weight, _bias(m), 1))
-            max_ch = max(max_ch, m.out_features)
-            last_out = m.out_features
         else:
             raise NotImplementedError(
                 f"dense_probability_map does not know how to make {type(m).__name__} dense."
             )
-    if first_fc or last_out != 2:
-        raise NotImplementedError("the model must end in a Linear layer with 2 outputs.")
-    ops.append(("softmax1",))
-    return ops, extent, max_ch
+    linears: list[nn.Linear] = []
+    relu_after: list[bool] = []
+    for m in model.classifier:
+        if isinstance(m, nn.Flatten):
+            if linears:
+                raise NotImplementedError("nn.Flatten must come before the Linear layers.")
+            flattened = True
+        elif isinstance(m, nn.Linear):
+            if not flattened:
+                raise NotImplementedError("the first Linear layer must follow an nn.Flatten.")
+            linears.append(m)
+            relu_after.append(False)
+        elif isinstance(m, nn.ReLU) and linears:
+            relu_after[-1] = True
+        elif isinstance(m, (nn.Dropout, nn.Identity)):
+            continue
+        else:
+            raise NotImplementedError(
+                f"dense_probability_map does not know how to make {type(m).__name__} dense "
+                "in the classifier."
+            )
+    if not linears or linears[-1].out_features != 2 or relu_after[-1]:
+        raise NotImplementedError("the model must end in a Linear layer with 2 outputs (logits).")
+    c, h, w = feat_shape
+    if h != w:
+        raise NotImplementedError("dense_probability_map needs square feature maps.")
+    plan.fc_kernel, plan.fc_in_channels, plan.fc_dilation = h, c, d
+    extent += (h - 1) * d
+    head_width = c * h * h
+    for i, m in enumerate(linears):
+        weight = m.weight.detach()
+        bias = m.bias.detach() if m.bias is not None else torch.zeros(m.out_features)
+        if i == len(linears) - 1:
+            weight = (weight[1] - weight[0])[None, :]
+            bias = (bias[1] - bias[0])[None]
+        plan.head.append((weight, bias[:, None], relu_after[i]))
+        head_width += weight.shape[0]
+    plan.head_width = head_width
+    plan.extent = extent
+    return plan
+
+
+class _DensePlan:
+    """Whole-image form of a patch CNN (see :func:`_dense_plan`)."""
+
+    def __init__(self) -> None:
+        self.features: list[tuple] = []
+        self.head: list[tuple[torch.Tensor, torch.Tensor, bool]] = []
+        self.fc_kernel = self.fc_in_channels = self.fc_dilation = 0
+        self.feature_channels = 3
+        self.head_width = 0
+        self.extent = 1
+
+    def to(self, device: torch.device) -> "_DensePlan":
+        """A copy with every tensor on ``device``."""
+        out = _DensePlan()
+        out.__dict__.update(self.__dict__)
+        out.features = [
+            tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in op)
+            for op in self.features
+        ]
+        out.head = [(w.to(device), b.to(device), r) for w, b, r in self.head]
+        return out
+
+    def run_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature maps (1, C, h, w) of a padded tile (1, 3, h + extent_f - 1, ...)."""
+        for op in self.features:
+            kind = op[0]
+            if kind == "conv":
+                _, w, b, d = op
+                x = F.conv2d(x, w, b, dilation=d)
+            elif kind == "relu":
+                x = F.relu(x)
+            else:
+                _, k, d = op
+                x = F.max_pool2d(x, kernel_size=k, stride=1, dilation=d)
+        return x
+
+    def run_head(self, feat: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """p(positive) (rows, cols) from feature maps (C, rows + (h-1)d, cols + (h-1)d)."""
+        h, d = self.fc_kernel, self.fc_dilation
+        c = feat.shape[0]
+        # gathered in the order of the flattened (c, i, j) FC weight
+        cols_mat = torch.stack(
+            [feat[:, i * d : i * d + rows, j * d : j * d + cols] for i in range(h) for j in range(h)],
+            dim=1,
+        ).reshape(c * h * h, rows * cols)
+        z = cols_mat
+        for w, b, relu in self.head:
+            z = torch.addmm(b, w, z)
+            if relu:
+                z.relu_()
+        return torch.sigmoid(z[0]).reshape(rows, cols)
+
+    def run_head_fft(self, feat: torch.Tensor, rows: int, cols: int, budget: float) -> torch.Tensor:
+        """As :meth:`run_head`, with the first FC (a dilated ``h x h`` convolution) done by FFT.
+
+        The dilated convolution splits into ``d*d`` independent undilated convolutions on the
+        phase images ``feat[:, p::d, q::d]``; each is a circular cross-correlation computed with
+        ``rfft2`` in float64 (so the result matches the direct sum to ~1e-12), valid part kept.
+        Output channels are processed in chunks so the spectra stay within ``budget`` bytes; the
+        second (last) FC layer is accumulated chunk by chunk.
+        """
+        h, d = self.fc_kernel, self.fc_dilation
+        (w1, b1, relu1), (w2, b2, _) = self.head
+        c, hf, wf = feat.shape
+        lr, lc = -(-hf // d), -(-wf // d)  # phase image size (ceil)
+        x = F.pad(feat.double(), (0, lc * d - wf, 0, lr * d - hf))
+        # (c, lr, d, lc, d) -> (d, d, c, lr, lc) -> phases (P, c, lr, lc)
+        x = x.reshape(c, lr, d, lc, d).permute(2, 4, 0, 1, 3).reshape(d * d, c, lr, lc)
+        xf = torch.fft.rfft2(x)  # (P, c, lr, lcf)
+        n_freq = xf.shape[-2] * xf.shape[-1]
+        xf = xf.reshape(d * d, c, n_freq).permute(2, 0, 1).contiguous()  # (F, P, c)
+        out_rows, out_cols = lr - h + 1, lc - h + 1  # valid part of each phase image
+        o_total = w1.shape[0]
+        per_channel = n_freq * (c + 3 * d * d) * 16 + d * d * lr * lc * 8 * 2
+        chunk = max(1, min(o_total, int(budget // per_channel)))
+        z = torch.zeros(d * d, out_rows, out_cols, dtype=torch.float64, device=feat.device)
+        w1_4d = w1.double().reshape(o_total, c, h, h)
+        for o0 in range(0, o_total, chunk):
+            o1 = min(o_total, o0 + chunk)
+            kf = torch.fft.rfft2(w1_4d[o0:o1], s=(lr, lc)).conj()  # (oc, c, lr, lcf)
+            kf = kf.reshape(o1 - o0, c, n_freq).permute(2, 1, 0).contiguous()  # (F, c, oc)
+            yf = torch.bmm(xf, kf)  # (F, P, oc)
+            yf = yf.permute(1, 2, 0).reshape(d * d, o1 - o0, lr, -1)
+            y = torch.fft.irfft2(yf, s=(lr, lc))[:, :, :out_rows, :out_cols]
+            y = y + b1[o0:o1].double().reshape(1, -1, 1, 1)
+            if relu1:
+                y.relu_()
+            z += torch.einsum("o,pohw->phw", w2[0, o0:o1].double(), y)
+        z += float(b2[0, 0])
+        # phases back to the image: z[(p, q), a, b] is output pixel (a*d + p, b*d + q)
+        full = z.reshape(d, d, out_rows, out_cols).permute(2, 0, 3, 1).reshape(out_rows * d, out_cols * d)
+        return torch.sigmoid(full[:rows, :cols]).float()
 
 
 def _bias(m: nn.Module) -> torch.Tensor | None:
@@ -348,7 +460,7 @@ def receptive_extent(model: nn.Module) -> int:
 
     48 for LeNet (the whole patch), 38 for SeSNet (flooring in its poolings drops 3).
     """
-    return _dense_plan(model)[1]
+    return _dense_plan(model).extent
 
 
 def image_to_tensor(image: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -382,22 +494,6 @@ def image_to_tensor(image: torch.Tensor | np.ndarray) -> torch.Tensor:
     return image.float()
 
 
-def _run_ops(ops: Sequence[tuple], x: torch.Tensor) -> torch.Tensor:
-    for op in ops:
-        kind = op[0]
-        if kind == "conv":
-            _, w, b, d = op
-            x = F.conv2d(x, w, b, dilation=d)
-        elif kind == "relu":
-            x = F.relu(x)
-        elif kind == "pool":
-            _, k, d = op
-            x = F.max_pool2d(x, kernel_size=k, stride=1, dilation=d)
-        elif kind == "softmax1":
-            x = torch.softmax(x, dim=1)[:, 1]
-    return x
-
-
 def dense_probability_map(
     model: nn.Module,
     image: torch.Tensor | np.ndarray,
@@ -405,29 +501,37 @@ def dense_probability_map(
     *,
     device: torch.device | str | None = None,
     max_tile_mb: float = 128.0,
+    method: str = "auto",
 ) -> np.ndarray:
     """p(positive) of the patch centred on every pixel, computed on the whole image at once.
 
-    Exact: ``map[r, c] == softmax(model(patch(r, c)))[1]`` (to float32 rounding), where
+    Exact: ``map[r, c] == softmax(model(patch(r, c)))[1]`` (to float32 rounding, ~1e-7), where
     ``patch(r, c)`` is the ``s x s`` patch of the zero-padded image covering rows
     ``r - s//2 .. r - s//2 + s - 1`` (docs/CONTRACTS.md border rule). Every max-pooling of
     stride ``k`` becomes stride 1 with the layers after it dilated by ``k`` (filter rarefaction),
-    and the first fully connected layer becomes a dilated convolution, so one pass over the padded
-    image gives every pixel. Rows are processed in horizontal tiles with their receptive-field
-    halo so a 512x512 map needs at most about ``max_tile_mb`` MB of activations per layer.
+    and the first fully connected layer becomes a dilated ``h x h`` convolution (evaluated as one
+    matrix product), so one pass over the padded image gives every pixel. The work is done in
+    horizontal tiles with their receptive-field halo so that no intermediate exceeds about
+    ``max_tile_mb`` MB (a 512x512 SeSNet or LeNet map needs a few hundred MB at most).
 
     Parameters
     ----------
     model : LeNet or SeSNet (or a model with the same layout)
     image : ndarray or Tensor
-        uint8 HxWx3 (converted as ``patches.to_tensor`` does: x / 255; implemented here locally)
-        or float (3, H, W) already in model scale.
+        uint8 HxWx3, converted as ``patches.to_tensor`` converts patches (x / 255; implemented
+        here by :func:`image_to_tensor`), or float (3, H, W) already in model scale.
     fov : HxW bool array, optional
         Pixels outside it are set to 0 in the map (the computation still sees the whole image).
     device : optional
         Where to compute; default CUDA when available, else CPU. The model itself is not moved.
     max_tile_mb : float
-        Memory budget of the widest intermediate per tile.
+        Memory budget of the largest intermediate of one tile.
+    method : {"auto", "direct", "fft"}
+        How the first fully connected layer (a dilated ``h x h`` convolution over the feature
+        maps) is evaluated: ``"direct"`` as one matrix product over gathered shifted slices;
+        ``"fft"`` by phase-split FFT cross-correlation in float64 (much less arithmetic for a
+        large ``h``: LeNet's 9x9); ``"auto"`` picks ``"fft"`` when ``h >= 5`` and the model has
+        exactly two fully connected layers, else ``"direct"``. Both are exact to float32 rounding.
 
     Returns
     -------
@@ -436,7 +540,7 @@ def dense_probability_map(
     """
     x = image_to_tensor(image)
     s = int(getattr(model, "patch_size", 0) or 0)
-    ops, extent, max_ch = _dense_plan(model)
+    plan = _dense_plan(model)
     _, H, W = x.shape
     if H < s or W < s:
         raise ValueError(
@@ -450,23 +554,40 @@ def dense_probability_map(
                 f"fov must be an HxW mask of the image's size {H}x{W}; got shape {tuple(fov_t.shape)}."
             )
         fov_t = fov_t.bool()
+    if method not in ("auto", "direct", "fft"):
+        raise ValueError(f"method must be 'auto', 'direct' or 'fft'; got {method!r}.")
+    if method == "fft" and len(plan.head) != 2:
+        raise ValueError("method='fft' needs a model with exactly two fully connected layers.")
+    use_fft = method == "fft" or (method == "auto" and plan.fc_kernel >= 5 and len(plan.head) == 2)
+    if max_tile_mb <= 0:
+        raise ValueError(f"max_tile_mb must be positive; got {max_tile_mb}.")
     dev = torch.device(device) if device is not None else default_device()
-    ops = [
-        tuple(t.to(dev) if isinstance(t, torch.Tensor) else t for t in op) for op in ops
-    ]
+    plan = plan.to(dev)
+    extent = plan.extent
+    head_halo = (plan.fc_kernel - 1) * plan.fc_dilation
     top = s // 2
     bottom = extent - 1 - top  # >= 0 since extent <= s
-    left, right = top, bottom
-    xp = F.pad(x.to(dev), (left, right, top, bottom))
-    # rows per tile from the memory budget of the widest layer
-    bytes_per_row = max_ch * (W + extent) * 4
-    rows = max(1, int(max_tile_mb * 2**20 // bytes_per_row))
+    xp = F.pad(x.to(dev), (top, bottom, top, bottom))
+    budget = max_tile_mb * 2**20
+    # outer tiles: whole-image features (widest feature layer, a few temporaries)
+    feat_rows = max(1, int(budget // (3 * plan.feature_channels * (W + extent) * 4)))
+    # inner chunks: the fully connected head (gathered inputs + every FC output per pixel)
+    head_rows = max(1, int(budget // (plan.head_width * W * 4)))
+    if use_fft:  # the FFT head chunks over output channels instead of rows
+        feat_rows = max(1, min(feat_rows, int(budget // (plan.fc_in_channels * (W + extent) * 8 * 3))))
+        head_rows = feat_rows
     out = torch.empty(H, W, dtype=torch.float32, device=dev)
     with torch.no_grad():
-        for r0 in range(0, H, rows):
-            r1 = min(H, r0 + rows)
-            tile = xp[None, :, r0 : r1 + extent - 1, :]
-            out[r0:r1] = _run_ops(ops, tile)[0]
+        for r0 in range(0, H, feat_rows):
+            r1 = min(H, r0 + feat_rows)
+            feat = plan.run_features(xp[None, :, r0 : r1 + extent - 1, :])[0]
+            for q0 in range(0, r1 - r0, head_rows):
+                q1 = min(r1 - r0, q0 + head_rows)
+                chunk = feat[:, q0 : q1 + head_halo]
+                if use_fft:
+                    out[r0 + q0 : r0 + q1] = plan.run_head_fft(chunk, q1 - q0, W, budget)
+                else:
+                    out[r0 + q0 : r0 + q1] = plan.run_head(chunk, q1 - q0, W)
     if fov is not None:
         out[~fov_t.to(dev)] = 0.0
     return out.cpu().numpy()

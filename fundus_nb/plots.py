@@ -13,8 +13,9 @@ import numpy as np
 __all__ = ["show_images", "overlay_mask", "show_overlay", "plot_points", "draw_circle"]
 
 
-def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, ncols: int | None = None,
-                size: float = 3.0, cmap: str = "gray", axes=None, suptitle: str | None = None):
+def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = None,
+                ncols: int | None = None, size: float = 3.0, cmap: str = "gray", axes=None, suptitle: str | None = None,
+                max_side: int = 1024):
     """Show images side by side in a grid, axes off.
 
     Parameters
@@ -29,6 +30,8 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = Non
         Inches per panel.
     axes : array of Axes, optional
         Draw into these instead of a new figure (at least ``len(images)`` of them).
+    max_side : int
+        Larger images are shown subsampled (every k-th pixel) to at most this many pixels a side.
 
     Returns
     -------
@@ -40,7 +43,9 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = Non
     if not images:
         raise ValueError("show_images needs at least one image.")
     if titles is not None and len(titles) != len(images):
-        raise ValueError(f"got {len(titles)} titles for {len(images)} images; pass one title per image.")
+        raise ValueError(
+            f"got {len(titles)} titles for {len(images)} images; pass one title per image."
+        )
     n = len(images)
     ncols = n if ncols is None else max(1, min(int(ncols), n))
     nrows = -(-n // ncols)
@@ -53,8 +58,12 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = Non
         raise ValueError(f"got {len(flat)} axes for {n} images.")
     for ax, img, i in zip(flat, images, range(n)):
         img = np.asarray(img)
+        step = -(-max(img.shape[:2]) // max_side)
+        if step > 1:  # display only: a strided copy draws much faster than a 4000-pixel image
+            img = img[::step, ::step]
         if img.ndim == 2:
-            ax.imshow(img.astype(float) if img.dtype == bool else img, cmap=cmap, interpolation="nearest")
+            shown = img.astype(float) if img.dtype == bool else img
+            ax.imshow(shown, cmap=cmap, interpolation="nearest")
         else:
             ax.imshow(img, interpolation="antialiased")
         if titles is not None:
@@ -67,10 +76,12 @@ def show_images(images: Sequence[np.ndarray], titles: Sequence[str] | None = Non
     return fig
 
 
-def overlay_mask(image: np.ndarray, mask: np.ndarray, color=(0.0, 1.0, 0.0), alpha: float = 0.45) -> np.ndarray:
+def overlay_mask(image: np.ndarray, mask: np.ndarray, color=(0.0, 1.0, 0.0),
+                 alpha: float = 0.45) -> np.ndarray:
     """RGB float image (values in [0, 1]) with ``mask`` pixels tinted by ``color``.
 
-    ``image`` is HxWx3 (uint8 or float in [0, 1]) or HxW grey; ``mask`` is HxW bool of the same size.
+    ``image`` is HxWx3 (uint8 or float in [0, 1]) or HxW grey; ``mask`` is HxW bool of the
+    same size.
     """
     image = np.asarray(image)
     mask = np.asarray(mask, dtype=bool)
@@ -84,9 +95,9 @@ def overlay_mask(image: np.ndarray, mask: np.ndarray, color=(0.0, 1.0, 0.0), alp
     return np.clip(out, 0.0, 1.0)
 
 
-def plot_points(ax, points: np.ndarray | None, color: str = "cyan", marker: str = "o", size: float = 40.0,
-                label: str | None = None):
-    """Draw (row, col) points as hollow markers on ``ax`` (nothing when ``points`` is None/empty)."""
+def plot_points(ax, points: np.ndarray | None, color: str = "cyan", marker: str = "o",
+                size: float = 40.0, label: str | None = None):
+    """Draw (row, col) points as hollow markers on ``ax`` (nothing when None or empty)."""
     if points is None or len(points) == 0:
         return ax
     pts = np.asarray(points, dtype=float).reshape(-1, 2)

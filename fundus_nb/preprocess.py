@@ -10,7 +10,8 @@ The pipeline every later notebook relies on::
 Geometry conventions
 --------------------
 Coordinates are (row, col) of pixel centres. A crop box is ``(top, left, side)`` in input pixels;
-resizing it to ``size`` maps a point ``p`` of the input to ``(p - corner + 0.5) * size / side - 0.5``
+resizing it to ``size`` maps a point ``p`` of the input to
+``(p - corner + 0.5) * size / side - 0.5``
 (pixel *areas* are aligned, as in :func:`skimage.transform.resize`). Down-scaling uses exact area
 averaging (each output pixel is the mean of the input area it covers), up-scaling bilinear
 interpolation. Masks are resized with the same resampler and kept where the lesion covers at least
@@ -62,18 +63,21 @@ def _as_rgb_uint8(image, name: str = "image") -> np.ndarray:
         )
     if image.shape[2] == 4:
         raise ValueError(
-            f"{name} is RGBA (shape {image.shape}); drop the alpha channel first, e.g. image[..., :3]."
+            f"{name} is RGBA (shape {image.shape}); drop the alpha channel first, "
+            "e.g. image[..., :3]."
         )
     if image.shape[0] < 16 or image.shape[1] < 16:
-        raise ValueError(f"{name} is only {image.shape[0]}x{image.shape[1]} pixels; at least 16x16 is needed.")
+        raise ValueError(
+            f"{name} is only {image.shape[0]}x{image.shape[1]} pixels; at least 16x16 is needed."
+        )
     if image.dtype == np.uint8:
         return image
     if np.issubdtype(image.dtype, np.floating):
         lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
         if np.isnan(image).any() or lo < 0.0 or hi > 1.0:
             raise ValueError(
-                f"{name} is {image.dtype} with values outside [0, 1] (or NaN); pass uint8 0..255 or "
-                "float in [0, 1]."
+                f"{name} is {image.dtype} with values outside [0, 1] (or NaN); "
+                "pass uint8 0..255 or float in [0, 1]."
             )
         return np.round(image * 255.0).astype(np.uint8)
     raise ValueError(
@@ -152,11 +156,12 @@ def _refine_circle(image: np.ndarray, circle: tuple[float, float, float], half_w
     """Sub-pixel FOV edge: the half-way point of the local step along radial profiles.
 
     For each of ``n_angles`` rays the max-channel intensity is sampled (bilinear, full resolution,
-    half-pixel steps) from ``r - half_width`` to ``r + half_width``. With ``inner`` and ``outer`` the
-    medians of the profile's inner and outer quarters, the edge lies where the profile, going
-    outward, first drops below half-way between them (linear interpolation: sub-pixel). Rays that leave the frame or whose step is below ``min_step`` (notches, clipped
-    parts) are skipped; the circle is refitted robustly to the edge points. The local levels make
-    dark rims harmless: the edge is where the rim meets the background, whatever the rim's level.
+    half-pixel steps) from ``r - half_width`` to ``r + half_width``. With ``inner`` and ``outer``
+    the medians of the profile's inner and outer quarters, the edge lies where the profile, going
+    outward, first drops below half-way between them (linear interpolation: sub-pixel). Rays that
+    leave the frame or whose step is below ``min_step`` (notches, clipped parts) are skipped; the
+    circle is refitted robustly to the edge points. The local levels make dark rims harmless: the
+    edge is where the rim meets the background, whatever the rim's level.
     """
     cy, cx, r = circle
     h, w = image.shape[:2]
@@ -208,10 +213,13 @@ def fov_mask(image, threshold: float | None = None, return_circle: bool = False)
     colour channels, threshold at ``background + 0.2 * (fundus - background)`` (levels are the
     medians of the two Otsu classes), keep the largest connected component and fill its holes.
     A circle is fitted robustly to the component's boundary points that do not lie on the frame
-    edge, so the frame clipping (top/bottom in IDRiD), notches and dark rims do not bias it. The
-    result is the circle intersected with the frame, at full resolution. When the component is not
-    close to a circle (intersection over union < 0.9, e.g. a rectangular crop that fills the frame)
-    the filled component itself is returned, resized to full resolution.
+    edge or on straight clipping chords, so the frame clipping (top/bottom in IDRiD), notches and
+    dark rims do not bias it; the circle's radius is then refined to the sub-pixel half-way point
+    of the local dark-to-bright step along 720 radial profiles at full resolution. The result is
+    the circle intersected with the frame and with the bright region (lenient by one block of the
+    reduced copy), so a FOV cut flat inside the frame is cut there too. When the component is not
+    close to a circle (intersection over union < 0.8, e.g. a rectangle) or has too few usable
+    boundary points, the bright region itself is returned.
 
     Parameters
     ----------
@@ -236,8 +244,10 @@ def fov_mask(image, threshold: float | None = None, return_circle: bool = False)
     image = _as_rgb_uint8(image)
     h, w = image.shape[:2]
     factor = max(1, math.ceil(max(h, w) / _WORK_SIDE))
-    small = _block_mean(image.max(axis=2), factor)
-    small = ndi.uniform_filter(small, 3, mode="nearest") if factor == 1 else small
+    brightest = np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2])  # fast max
+    small = _block_mean(brightest, factor)
+    if factor == 1:  # no block averaging: a 3x3 median removes noise and keeps straight edges
+        small = ndi.median_filter(small, 3, mode="nearest")
     lo, hi = float(small.min()), float(small.max())
     if hi - lo < 10.0:
         raise ValueError(
@@ -253,7 +263,10 @@ def fov_mask(image, threshold: float | None = None, return_circle: bool = False)
         fundus = float(np.median(small[small > otsu]))
         level = background + _LEVEL_FRACTION * (fundus - background)
     else:
+        if not np.isfinite(threshold) or not 0 <= threshold < 255:
+            raise ValueError(f"threshold must be a grey level in [0, 255), got {threshold!r}.")
         level = float(threshold)
+        background = float(np.percentile(small, 1))
     bright = small > level
     labels, n = ndi.label(bright)
     if n == 0:
@@ -265,8 +278,8 @@ def fov_mask(image, threshold: float | None = None, return_circle: bool = False)
     comp = ndi.binary_fill_holes(labels == (1 + int(sizes.argmax())))
     if comp.mean() < 0.05:
         raise ValueError(
-            f"No field of view found: the largest bright region covers only {100 * comp.mean():.1f}% "
-            "of the image; pass a fundus photograph (or a lower `threshold`)."
+            "No field of view found: the largest bright region covers only "
+            f"{100 * comp.mean():.1f}% of the image; pass a fundus photograph (or a lower `threshold`)."
         )
     pr, pc = _boundary_points(comp)
     circle = None
@@ -274,22 +287,28 @@ def fov_mask(image, threshold: float | None = None, return_circle: bool = False)
         cy, cx, r = _fit_circle(pr, pc)
         disc = _disc(comp.shape, cy, cx, r + 0.5)
         iou = (disc & comp).sum() / max((disc | comp).sum(), 1)
-        if iou >= 0.9:
-            # small-image pixel centre k sits at full-resolution coordinate k * factor + (factor-1)/2
+        if iou >= 0.8:
+            # small-image pixel centre k sits at full-resolution k * factor + (factor - 1) / 2
             off = (factor - 1) / 2.0
             circle = (cy * factor + off, cx * factor + off, (r + 0.5) * factor)
+            step = (fundus - background) if threshold is None else level - background
             circle = _refine_circle(image, circle, half_width=max(6.0, 3.0 * factor),
-                                    min_step=0.3 * (fundus - background) if threshold is None else 0.3 * level)
+                                    min_step=0.3 * step)
+    # the bright region, lenient: half the threshold above background (dark rims stay in), grown
+    # by one block when the copy was reduced; the circle then trims it
+    loose, _ = ndi.label(small > (background + level) / 2.0)
+    keep = np.unique(loose[comp])
+    region = ndi.binary_fill_holes(np.isin(loose, keep[keep > 0]) | comp)
+    region = ndi.binary_dilation(region) if factor > 1 else region
+    mask = np.zeros((h, w), dtype=bool)
+    up = np.repeat(np.repeat(region, factor, axis=0), factor, axis=1)
+    mask[: up.shape[0], : up.shape[1]] = up
+    if up.shape[0] < h:
+        mask[up.shape[0]:, : up.shape[1]] = up[-1:]
+    if up.shape[1] < w:
+        mask[:, up.shape[1]:] = mask[:, up.shape[1] - 1: up.shape[1]]
     if circle is not None:
-        mask = _disc((h, w), *circle)
-    else:
-        mask = np.zeros((h, w), dtype=bool)
-        up = np.repeat(np.repeat(comp, factor, axis=0), factor, axis=1)
-        mask[: up.shape[0], : up.shape[1]] = up
-        if up.shape[0] < h:
-            mask[up.shape[0]:, : up.shape[1]] = up[-1:]
-        if up.shape[1] < w:
-            mask[:, up.shape[1]:] = mask[:, up.shape[1] - 1: up.shape[1]]
+        mask &= _disc((h, w), *circle)
     if not mask.any():
         raise ValueError("No field of view found in the image; pass a fundus photograph.")
     return (mask, circle) if return_circle else mask
@@ -317,7 +336,9 @@ def fov_circle(mask) -> tuple[float, float, float]:
 
 
 def crop_box(mask) -> tuple[int, int, int]:
-    """Square box ``(top, left, side)`` around the FOV circle, circle centred (may exceed the frame).
+    """Square box ``(top, left, side)`` around the FOV circle, circle centred.
+
+    The box may extend beyond the frame (where the circle is clipped).
 
     ``side`` is ``round(2 * radius)``, enlarged where needed so that every mask pixel is inside.
     """
@@ -348,7 +369,8 @@ def crop_to_fov(image, mask) -> np.ndarray:
     """Crop ``image`` to the square bounding box of the FOV circle of ``mask``.
 
     Where the circle is clipped by the frame the result is padded with black (zeros), so it is
-    square with the circle centred. ``image`` is HxW or HxWxC of any dtype (masks crop the same way).
+    square with the circle centred. ``image`` is HxW or HxWxC of any dtype (masks crop the
+    same way).
     """
     image = np.asarray(image)
     if image.ndim not in (2, 3):
@@ -374,7 +396,7 @@ def _area_matrix(n_in: int, n_out: int) -> sparse.csr_matrix:
 
 
 def resize_area(array, size: int) -> np.ndarray:
-    """Resize a square-or-not HxW or HxWxC array to ``size`` x ``size`` (float64 result).
+    """Resize an HxW or HxWxC array to ``size`` x ``size`` (float32 result).
 
     Down-scaling averages exact pixel areas (anti-aliased); up-scaling is bilinear. Pixel areas are
     aligned: input coordinate ``p`` maps to ``(p + 0.5) * size / n - 0.5``.
@@ -382,9 +404,10 @@ def resize_area(array, size: int) -> np.ndarray:
     array = np.asarray(array)
     h, w = array.shape[:2]
     rest = array.shape[2:]
-    data = array.reshape(h, w, -1).astype(np.float64)
+    data = array.reshape(h, w, -1).astype(np.float32)
     if h >= size and w >= size:
-        ar, ac = _area_matrix(h, size), _area_matrix(w, size)
+        ar = _area_matrix(h, size).astype(np.float32)
+        ac = _area_matrix(w, size).astype(np.float32)
         tmp = ar @ data.reshape(h, -1)  # (size, w*C)
         tmp = tmp.reshape(size, w, -1).transpose(1, 0, 2).reshape(w, -1)
         out = (ac @ tmp).reshape(size, size, -1).transpose(1, 0, 2)
@@ -393,7 +416,7 @@ def resize_area(array, size: int) -> np.ndarray:
 
         out = resize(data, (size, size), order=1, mode="edge", anti_aliasing=h > size or w > size,
                      preserve_range=True)
-    return out.reshape((size, size) + rest)
+    return out.astype(np.float32, copy=False).reshape((size, size) + rest)
 
 
 def _check_size(size) -> int:

@@ -41,6 +41,7 @@ __all__ = [
     "weighted_indices",
     "image_scores",
     "image_labels",
+    "balanced_subset",
     "check_monitoring_split",
     "monitoring_az",
     "Monitor",
@@ -488,6 +489,24 @@ def image_labels(records: Sequence) -> np.ndarray:
             raise ValueError(f"image {rec.id!r} has no hemorrhage reference; it cannot be in the monitoring split.")
         labels.append(int(lab))
     return np.asarray(labels, dtype=np.int64)
+
+
+def balanced_subset(records: Sequence, n: int) -> list:
+    """At most ``n`` records, half with hemorrhages and half without where there are enough.
+
+    Keeps the records' order inside each class; ``n = 0`` keeps them all. Used to cap the cost of
+    dense maps (monitoring and weight passes) on 2 CPU cores.
+    """
+    records = list(records)
+    if n < 0:
+        raise ValueError(f"n must be >= 0 (0 keeps every record), got {n}.")
+    if n == 0 or n >= len(records):
+        return records
+    y = image_labels(records).astype(bool)
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    k_pos = min(len(pos), max(n - len(neg), n // 2))
+    keep = np.sort(np.concatenate([pos[:k_pos], neg[: n - k_pos]]))
+    return [records[i] for i in keep]
 
 
 def check_monitoring_split(records: Sequence) -> np.ndarray:

@@ -347,3 +347,46 @@ def test_labels_to_reach():
     assert np.isnan(egl.labels_to_reach(res, 0.9)["n_images"])
     with pytest.raises(ValueError, match="no 'auc'"):
         egl.labels_to_reach(res, 0.5, metric="auc")
+
+
+def test_curves_on_grid_and_mean_band():
+    from scipy import stats
+
+    a = egl.SelectionResult("egl", records=[{"iterations": 5, "f1": 0.2}, {"iterations": 15, "f1": 0.6}])
+    b = egl.SelectionResult("egl", records=[{"iterations": 5, "f1": 0.4}, {"iterations": 10, "f1": 0.5},
+                                            {"iterations": 20, "f1": 0.9}])
+    grid = np.array([5, 10, 15, 20])
+    c = egl.curves_on_grid([a, b], "f1", grid)
+    np.testing.assert_allclose(c[0, :3], [0.2, 0.4, 0.6])
+    assert np.isnan(c[0, 3])
+    np.testing.assert_allclose(c[1], [0.4, 0.5, 0.7, 0.9])
+    v = np.array([[0.1, 0.5], [0.3, 0.7], [0.2, np.nan]])
+    m, lo, hi = egl.mean_band(v)
+    ref = stats.t.interval(0.95, 2, loc=0.2, scale=stats.sem([0.1, 0.3, 0.2]))
+    np.testing.assert_allclose([m[0], lo[0], hi[0]], [0.2, *ref])
+    ref1 = stats.t.interval(0.95, 1, loc=0.6, scale=stats.sem([0.5, 0.7]))
+    np.testing.assert_allclose([lo[1], hi[1]], ref1)
+    m1, lo1, hi1 = egl.mean_band(v[:1])
+    np.testing.assert_allclose(lo1, m1)
+    with pytest.raises(ValueError, match="level"):
+        egl.mean_band(v, level=1.5)
+    with pytest.raises(ValueError, match="no 'auc'"):
+        egl.curves_on_grid([a], "auc", grid)
+
+
+@pytest.mark.parametrize("strategy", ["random", "entropy"])
+def test_select_images_baselines(strategy):
+    pool, _ = make_pool(n_images=5, per_image=20, seed=5)
+    torch.manual_seed(0)
+    res = egl.select_images(LeNet(), pool, FIT, strategy=strategy, mu=2, rounds=2, k=8, stride=48, seed=1,
+                            augment=False, initial_batches=1, batch_size=16, record_interestingness=True)
+    order = res.image_order
+    assert len(set(order)) == 4
+    img_of = pool.positions["image"]
+    lab = res.labelled
+    assert len(np.unique(lab)) == len(lab) == 16 + 16
+    assert set(img_of[lab]) <= set(order)
+    # the EGL interestingness is recorded for every candidate, whatever chose the image
+    for r in range(2):
+        cand = [i for i in range(5) if i not in order[: 2 + r]]
+        assert np.isfinite(res.interestingness[r, cand]).all()

@@ -468,3 +468,33 @@ def test_split_counts_and_split_errors():
     recs[0].hemorrhage_mask = None
     with pytest.raises(ValueError, match="unknown"):
         P.split_by_patient(recs, stratify="has_hemorrhages")
+
+
+# ----------------------------------------------------------------------------------------------
+# pictures (fundus_nb.widgets): headless figures, clear errors
+# ----------------------------------------------------------------------------------------------
+def test_patch_pictures_headless():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fundus_nb import widgets
+
+    pool, ims, pos = small_pool()
+    fig = widgets.plot_patch_grid(pool.extract(np.arange(6)), [str(i) for i in range(6)], ncols=4)
+    assert len(fig.axes) == 8 and sum(ax.axison for ax in fig.axes) == 6  # 2 rows x 4, 2 blank
+    shown = fig.axes[5].images[0].get_array()
+    np.testing.assert_array_equal(np.asarray(shown), naive_patch(ims[1], 3, 14, 7))
+    plt.close(fig)
+    fig = widgets.plot_positions(ims[0], {"exudate": (np.array([1, 2, 3]), np.array([4, 5, 6]))}, max_points=2)
+    offsets = fig.axes[0].collections[0].get_offsets()
+    assert len(offsets) == 2 and "exudate (3)" in fig.axes[0].get_legend().get_texts()[0].get_text()
+    plt.close(fig)
+    fig = widgets.show_pool_page(pool, np.arange(6), page=1, page_size=4)
+    assert sum(ax.axison for ax in fig.axes) == 2
+    plt.close(fig)
+    with pytest.raises(ValueError, match="page must lie in 0..1"):
+        widgets.show_pool_page(pool, np.arange(6), page=2, page_size=4)
+    with pytest.raises(ValueError, match="one title per patch"):
+        widgets.plot_patch_grid(pool.extract(np.arange(2)), ["a"])

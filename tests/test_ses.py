@@ -356,3 +356,13 @@ def test_plateau_not_reached_and_bad_input():
         ses.plateau_epoch([])
     with pytest.raises(ValueError, match="window"):
         ses.plateau_epoch([0.5, 0.6], window=0)
+
+
+def test_balanced_subset(pool):
+    recs = pool + [make_rec(4, False), make_rec(5, False)]  # 2 with, 4 without
+    assert [r.id for r in ses.balanced_subset(recs, 4)] == ["im0", "im1", "im2", "im3"]
+    assert [r.id for r in ses.balanced_subset(recs, 5)] == ["im0", "im1", "im2", "im3", "im4"]
+    assert [r.id for r in ses.balanced_subset(recs, 2)] == ["im0", "im1"]
+    assert len(ses.balanced_subset(recs, 0)) == 6 and len(ses.balanced_subset(recs, 99)) == 6
+    with pytest.raises(ValueError, match=">= 0"):
+        ses.balanced_subset(recs, -1)
