@@ -401,47 +401,6 @@ class _DensePlan:
                 z.relu_()
         return torch.sigmoid(z[0]).reshape(rows, cols)
 
-    def run_head_fft(self, feat: torch.Tensor, rows: int, cols: int, budget: float) -> torch.Tensor:
-        """As :meth:`run_head`, with the first FC (a dilated ``h x h`` convolution) done by FFT.
-
-        The dilated convolution splits into ``d*d`` independent undilated convolutions on the
-        phase images ``feat[:, p::d, q::d]``; each is a circular cross-correlation computed with
-        ``rfft2`` in float64 (so the result matches the direct sum to ~1e-12), valid part kept.
-        Output channels are processed in chunks so the spectra stay within ``budget`` bytes; the
-        second (last) FC layer is accumulated chunk by chunk.
-        """
-        h, d = self.fc_kernel, self.fc_dilation
-        (w1, b1, relu1), (w2, b2, _) = self.head
-        c, hf, wf = feat.shape
-        lr, lc = -(-hf // d), -(-wf // d)  # phase image size (ceil)
-        x = F.pad(feat.double(), (0, lc * d - wf, 0, lr * d - hf))
-        # (c, lr, d, lc, d) -> (d, d, c, lr, lc) -> phases (P, c, lr, lc)
-        x = x.reshape(c, lr, d, lc, d).permute(2, 4, 0, 1, 3).reshape(d * d, c, lr, lc)
-        xf = torch.fft.rfft2(x)  # (P, c, lr, lcf)
-        n_freq = xf.shape[-2] * xf.shape[-1]
-        xf = xf.reshape(d * d, c, n_freq).permute(2, 0, 1).contiguous()  # (F, P, c)
-        out_rows, out_cols = lr - h + 1, lc - h + 1  # valid part of each phase image
-        o_total = w1.shape[0]
-        per_channel = n_freq * (c + 3 * d * d) * 16 + d * d * lr * lc * 8 * 2
-        chunk = max(1, min(o_total, int(budget // per_channel)))
-        z = torch.zeros(d * d, out_rows, out_cols, dtype=torch.float64, device=feat.device)
-        w1_4d = w1.double().reshape(o_total, c, h, h)
-        for o0 in range(0, o_total, chunk):
-            o1 = min(o_total, o0 + chunk)
-            kf = torch.fft.rfft2(w1_4d[o0:o1], s=(lr, lc)).conj()  # (oc, c, lr, lcf)
-            kf = kf.reshape(o1 - o0, c, n_freq).permute(2, 1, 0).contiguous()  # (F, c, oc)
-            yf = torch.bmm(xf, kf)  # (F, P, oc)
-            yf = yf.permute(1, 2, 0).reshape(d * d, o1 - o0, lr, -1)
-            y = torch.fft.irfft2(yf, s=(lr, lc))[:, :, :out_rows, :out_cols]
-            y = y + b1[o0:o1].double().reshape(1, -1, 1, 1)
-            if relu1:
-                y.relu_()
-            z += torch.einsum("o,pohw->phw", w2[0, o0:o1].double(), y)
-        z += float(b2[0, 0])
-        # phases back to the image: z[(p, q), a, b] is output pixel (a*d + p, b*d + q)
-        full = z.reshape(d, d, out_rows, out_cols).permute(2, 0, 3, 1).reshape(out_rows * d, out_cols * d)
-        return torch.sigmoid(full[:rows, :cols]).float()
-
 
 def _bias(m: nn.Module) -> torch.Tensor | None:
     return None if m.bias is None else m.bias.detach()
@@ -501,7 +460,6 @@ def dense_probability_map(
     *,
     device: torch.device | str | None = None,
     max_tile_mb: float = 128.0,
-    method: str = "auto",
 ) -> np.ndarray:
     """p(positive) of the patch centred on every pixel, computed on the whole image at once.
 
@@ -526,12 +484,6 @@ def dense_probability_map(
         Where to compute; default CUDA when available, else CPU. The model itself is not moved.
     max_tile_mb : float
         Memory budget of the largest intermediate of one tile.
-    method : {"auto", "direct", "fft"}
-        How the first fully connected layer (a dilated ``h x h`` convolution over the feature
-        maps) is evaluated: ``"direct"`` as one matrix product over gathered shifted slices;
-        ``"fft"`` by phase-split FFT cross-correlation in float64 (much less arithmetic for a
-        large ``h``: LeNet's 9x9); ``"auto"`` picks ``"fft"`` when ``h >= 5`` and the model has
-        exactly two fully connected layers, else ``"direct"``. Both are exact to float32 rounding.
 
     Returns
     -------
@@ -554,11 +506,6 @@ def dense_probability_map(
                 f"fov must be an HxW mask of the image's size {H}x{W}; got shape {tuple(fov_t.shape)}."
             )
         fov_t = fov_t.bool()
-    if method not in ("auto", "direct", "fft"):
-        raise ValueError(f"method must be 'auto', 'direct' or 'fft'; got {method!r}.")
-    if method == "fft" and len(plan.head) != 2:
-        raise ValueError("method='fft' needs a model with exactly two fully connected layers.")
-    use_fft = method == "fft" or (method == "auto" and plan.fc_kernel >= 5 and len(plan.head) == 2)
     if max_tile_mb <= 0:
         raise ValueError(f"max_tile_mb must be positive; got {max_tile_mb}.")
     dev = torch.device(device) if device is not None else default_device()
@@ -573,9 +520,6 @@ def dense_probability_map(
     feat_rows = max(1, int(budget // (3 * plan.feature_channels * (W + extent) * 4)))
     # inner chunks: the fully connected head (gathered inputs + every FC output per pixel)
     head_rows = max(1, int(budget // (plan.head_width * W * 4)))
-    if use_fft:  # the FFT head chunks over output channels instead of rows
-        feat_rows = max(1, min(feat_rows, int(budget // (plan.fc_in_channels * (W + extent) * 8 * 3))))
-        head_rows = feat_rows
     out = torch.empty(H, W, dtype=torch.float32, device=dev)
     with torch.no_grad():
         for r0 in range(0, H, feat_rows):
@@ -583,11 +527,7 @@ def dense_probability_map(
             feat = plan.run_features(xp[None, :, r0 : r1 + extent - 1, :])[0]
             for q0 in range(0, r1 - r0, head_rows):
                 q1 = min(r1 - r0, q0 + head_rows)
-                chunk = feat[:, q0 : q1 + head_halo]
-                if use_fft:
-                    out[r0 + q0 : r0 + q1] = plan.run_head_fft(chunk, q1 - q0, W, budget)
-                else:
-                    out[r0 + q0 : r0 + q1] = plan.run_head(chunk, q1 - q0, W)
+                out[r0 + q0 : r0 + q1] = plan.run_head(feat[:, q0 : q1 + head_halo], q1 - q0, W)
     if fov is not None:
         out[~fov_t.to(dev)] = 0.0
     return out.cpu().numpy()
