@@ -297,7 +297,7 @@ def fit(
     if not disable and epochs > start_epoch:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=int(epochs), initial=start_epoch, desc="fit", unit="epoch", leave=False)
+        bar = tqdm(total=int(epochs), initial=start_epoch, desc="fit", unit="epoch", leave=False, disable=False)
 
     def evaluate(epoch: int, end: bool, extra: dict[str, float]) -> None:
         rec = {"iteration": iteration, "epoch": epoch, "epoch_end": 1.0 if end else 0.0}
