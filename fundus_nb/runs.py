@@ -411,9 +411,11 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 
 # (label, section of metrics.json, dotted key). Keys that a run lacks show as "n/a".
 HEADLINES: list[tuple[str, str, str]] = [
-    ("EGL/random labelled-patch ratio (mean)", "03_lenet_egl", "label_efficiency.patch_ratio_mean"),
-    ("EGL/random labelled-image ratio (mean)", "03_lenet_egl", "label_efficiency.image_ratio_mean"),
-    ("SeS/NSeS epochs-to-plateau ratio (mean)", "04_ses_hemorrhage", "plateau.ratio_mean"),
+    ("EGL/random labelled patches to reach the reference (mean)", "03_lenet_egl", "ratio_egl_random.n_patches.mean"),
+    ("EGL/random labelled images to reach the reference (mean)", "03_lenet_egl", "ratio_egl_random.n_images.mean"),
+    ("SeS/NSeS epochs to plateau (mean)", "04_ses_hemorrhage", "plateau_ratio_ses_over_nses.mean"),
+    ("Final monitoring Az SeS (mean)", "04_ses_hemorrhage", "final_monitor_az.SeS.mean"),
+    ("Final monitoring Az NSeS (mean)", "04_ses_hemorrhage", "final_monitor_az.NSeS.mean"),
     ("Test Az SeS [95% CI]", "05_evaluation", "image_level.ses.az_text"),
     ("Test Az NSeS [95% CI]", "05_evaluation", "image_level.nses.az_text"),
     ("FROC sensitivity SeS @0.1 / @1 FP/image", "05_evaluation", "froc.ses.text"),
