@@ -210,12 +210,31 @@ def load_preset(name: str) -> dict[str, Any]:
     return values
 
 
+def load_dataset_overlay(dataset: str) -> dict[str, Any]:
+    """Values a dataset needs whatever the preset (``presets/datasets/<dataset>.yaml``; {} if none).
+
+    For example IDRiD has no lesion-free image, so its overlay turns on the documented option to
+    draw negatives from lesion images. ``-p`` overrides still win.
+    """
+    import yaml
+
+    path = PACKAGE_DIR / "presets" / "datasets" / f"{dataset}.yaml"
+    if not path.is_file():
+        return {}
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise RunError(f"dataset overlay {path} must hold a mapping of parameter names to values")
+    return values
+
+
 def resolve_parameters(
     notebooks: list[Path],
     preset: str | dict[str, Any] = "default",
     overrides: dict[str, Any] | None = None,
 ) -> dict[Path, dict[str, Any]]:
-    """Parameters for each notebook: the preset, then ``overrides``, checked against declarations.
+    """Parameters for each notebook: the preset, the dataset's overlay, then ``overrides``.
+
+    Values are checked against the notebooks' declarations.
 
     Every name must be declared by at least one notebook of the series and every value must fit
     the declared type and choices; otherwise :class:`RunError` says which and how to fix it.
@@ -225,6 +244,9 @@ def resolve_parameters(
     for params in declared.values():
         merged.update(params)
     values = dict(load_preset(preset) if isinstance(preset, str) else preset)
+    dataset = (overrides or {}).get("dataset", values.get("dataset"))
+    if dataset:
+        values.update(load_dataset_overlay(str(dataset)))
     for name, value in (overrides or {}).items():
         values[name] = value
     unknown = sorted(set(values) - set(merged))

@@ -157,3 +157,19 @@ def test_collect_metrics_builds_a_tidy_table_with_run_parameters(tmp_path):
     assert row["value"] == 1.5 and row["strategy"] == "random" and row["seed"] == 1
     with pytest.raises(FileNotFoundError, match="no folder"):
         runs.collect_metrics(tmp_path / "missing")
+
+
+def test_dataset_overlay_sits_between_preset_and_overrides(series, tmp_path, monkeypatch):
+    overlay_dir = tmp_path / "pkg" / "presets" / "datasets"
+    overlay_dir.mkdir(parents=True)
+    (overlay_dir / "mydata.yaml").write_text("seed: 7\nstrategy: random\n")
+    monkeypatch.setattr(runs, "PACKAGE_DIR", tmp_path / "pkg")
+    _notebook(series / "03_third.ipynb", 'dataset = "synthetic"\nrun_dir = ""\n', "pass")
+    nbs = runs.list_notebooks(series)
+    first = nbs[0]
+    out = runs.resolve_parameters(nbs, {"seed": 1, "dataset": "mydata"}, {})
+    assert out[first]["seed"] == 7 and out[first]["strategy"] == "random"
+    out = runs.resolve_parameters(nbs, {"seed": 1}, {"dataset": "mydata", "seed": "3"})
+    assert out[first]["seed"] == 3 and out[first]["strategy"] == "random"
+    out = runs.resolve_parameters(nbs, {"seed": 1, "dataset": "synthetic"}, {})
+    assert out[first]["seed"] == 1 and "strategy" not in out[first]  # notebook default applies
