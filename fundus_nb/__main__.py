@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--sweep-dir", help="folder for the grid's runs (default runs/sweep-<timestamp>)")
 
     summary = sub.add_parser("summary", help="print the results table of a run folder")
-    summary.add_argument("run_dir")
+    summary.add_argument("run_dir", help="a run folder, or a run id under runs/")
+    summary.add_argument("--update-readme", action="store_true", help="write the table into README.md's results block")
     return parser
 
 
@@ -40,7 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     only = args.only.split(",") if getattr(args, "only", None) else None
     try:
         if args.command == "summary":
-            print(summary_table(args.run_dir))
+            from pathlib import Path
+
+            from ._io import runs_dir
+            from .runs import update_readme
+
+            run_dir = Path(args.run_dir)
+            if not run_dir.is_dir() and (runs_dir() / args.run_dir).is_dir():
+                run_dir = runs_dir() / args.run_dir
+            if not (run_dir / "metrics.json").is_file():
+                raise RunError(f"{run_dir} holds no metrics.json; pass a run folder made by 'python -m fundus_nb run'")
+            print(summary_table(run_dir))
+            if args.update_readme:
+                print(f"updated {update_readme(run_dir)}")
             return 0
         overrides = parse_overrides(args.param)
         if args.command == "run":

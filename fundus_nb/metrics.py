@@ -41,6 +41,7 @@ __all__ = [
     "FROCCurve",
     "froc",
     "sensitivity_at",
+    "froc_all_images",
 ]
 
 #: Replicates processed together: a chunk holds at most this many resampled values.
@@ -597,3 +598,54 @@ def sensitivity_at(curve: FROCCurve, fp_rates) -> np.ndarray:
     best = np.maximum.accumulate(curve.sensitivity)
     pos = np.searchsorted(curve.fp_per_image, rates, side="right") - 1
     return np.where(pos >= 0, best[np.clip(pos, 0, None)], 0.0)
+
+
+def froc_all_images(
+    detections: Mapping[str, np.ndarray],
+    lesions: Mapping[str, np.ndarray],
+    tolerance: float = 8.0,
+    image_shapes: Mapping[str, tuple] | None = None,
+) -> FROCCurve:
+    """FROC for a test set *without* lesion-free images: our fallback, not the paper's rule.
+
+    The paper counts false positives on negative images only (:func:`froc`). A dataset where every
+    test image has lesions (IDRiD) has none, so here a false positive is a detection farther than
+    ``tolerance`` pixels from every reference centre of its image, on *all* test images, and
+    ``fp_per_image`` divides by the number of test images. Sensitivity is counted exactly as in
+    :func:`froc`.
+
+    Parameters
+    ----------
+    detections : mapping image id -> (K, 3) array of (row, col, probability)
+    lesions : mapping image id -> (M, 2) array of reference centres (row, col), one entry per
+        test image (an empty array for an image without lesions).
+    tolerance : float
+        Hit distance in pixels (``<=``).
+    image_shapes : mapping image id -> (H, W), optional
+        When given, every detection and centre must lie inside its image.
+
+    Returns
+    -------
+    FROCCurve
+        ``n_negative_images`` holds the number of test images the false positives are divided by.
+    """
+    if not np.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance must be a finite distance >= 0 pixels, got {tolerance}.")
+    unknown = [k for k in detections if k not in lesions]
+    if unknown:
+        raise ValueError(
+            f"detections given for {len(unknown)} image id(s) missing from `lesions` (e.g. {unknown[0]!r}); "
+            "give every test image an entry in `lesions` (an empty array when it has no lesion)."
+        )
+    near, far, shapes = {}, {}, None if image_shapes is None else dict(image_shapes)
+    for key, centres in lesions.items():
+        centres = _as_points(centres, 2, "lesion centres", key)
+        det = _as_points(detections.get(key, ()), 3, "detections", key)
+        d2 = ((det[:, None, :2] - centres[None, :, :]) ** 2).sum(-1)
+        hit = (d2 <= tolerance**2).any(axis=1) if len(centres) else np.zeros(len(det), bool)
+        near[key], far[f"{key}\0far"] = det[hit], det[~hit]
+        if shapes is not None and key in shapes:
+            shapes[f"{key}\0far"] = shapes[key]
+    # the far detections of each image become a "negative image" of their own: froc then divides
+    # their count by the number of test images and checks every array as usual
+    return froc({**near, **far}, lesions, list(far), tolerance, shapes)

@@ -173,3 +173,17 @@ def test_dataset_overlay_sits_between_preset_and_overrides(series, tmp_path, mon
     assert out[first]["seed"] == 3 and out[first]["strategy"] == "random"
     out = runs.resolve_parameters(nbs, {"seed": 1, "dataset": "synthetic"}, {})
     assert out[first]["seed"] == 1 and "strategy" not in out[first]  # notebook default applies
+
+
+def test_update_readme_replaces_only_the_results_block(series, tmp_path):
+    run_dir = tmp_path / "run"
+    runs.run_series({"seed": 5}, {}, run_dir=run_dir, notebooks=series, progress=False)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{runs.README_START}\nold numbers\n{runs.README_END}\noutro\n")
+    runs.update_readme(run_dir, readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old numbers" not in text
+    assert "| 01_first | ok |" in text and text.count(runs.README_START) == 1
+    (tmp_path / "plain.md").write_text("no markers")
+    with pytest.raises(RunError, match="no results block"):
+        runs.update_readme(run_dir, tmp_path / "plain.md")

@@ -1,0 +1,213 @@
+"""The series on real data: IDRiD end to end, and the pieces that make it possible.
+
+* ``metrics.froc_all_images``: the documented FROC fallback for a test set without lesion-free
+  images, checked against a brute-force loop written here.
+* ``preprocess.standardize_record``'s on-disk cache: identical to the uncached result, keyed by the
+  files' modification times, never used for records edited in memory.
+* the IDRiD dataset overlay (``fundus_nb/presets/datasets/idrid.yaml``).
+* the quick series on the 20 real IDRiD images in ``../shared/data/idrid`` through
+  ``runs.run_series`` (skipped with a reason where that folder is absent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from fundus_nb import data, metrics, preprocess, runs
+
+IDRID = "idrid"
+
+
+# ----------------------------------------------------------------------------- FROC fallback
+def _brute_froc_all_images(detections, lesions, tolerance):
+    """Sensitivity and FP/image at every distinct probability, by explicit loops."""
+    probs = sorted({float(d[2]) for det in detections.values() for d in det}, reverse=True)
+    n_lesions = sum(len(c) for c in lesions.values())
+    sens, fps = [], []
+    for t in probs:
+        found = fp = 0
+        for key, centres in lesions.items():
+            det = [d for d in detections.get(key, []) if d[2] >= t]
+            for c in centres:
+                if any(np.hypot(d[0] - c[0], d[1] - c[1]) <= tolerance for d in det):
+                    found += 1
+            for d in det:
+                if all(np.hypot(d[0] - c[0], d[1] - c[1]) > tolerance for c in centres):
+                    fp += 1
+        sens.append(found / n_lesions)
+        fps.append(fp / len(lesions))
+    return np.array(probs), np.array(sens), np.array(fps)
+
+
+def test_froc_all_images_matches_a_brute_force_loop():
+    rng = np.random.default_rng(3)
+    lesions, detections = {}, {}
+    for k in range(6):
+        centres = rng.uniform(0, 100, (rng.integers(0, 5), 2))
+        lesions[f"im{k}"] = centres
+        near = centres + rng.normal(0, 5, centres.shape)  # some within 8 px, some not
+        far = rng.uniform(0, 100, (rng.integers(0, 6), 2))
+        pts = np.clip(np.vstack([near, far]), 0, 99)
+        detections[f"im{k}"] = np.column_stack([pts, rng.uniform(0, 1, len(pts))])
+    if sum(len(c) for c in lesions.values()) == 0:  # pragma: no cover - seed gives lesions
+        pytest.skip("seed drew no lesions")
+    curve = metrics.froc_all_images(detections, lesions, 8.0, image_shapes={k: (100, 100) for k in lesions})
+    thr, sens, fps = _brute_froc_all_images(detections, lesions, 8.0)
+    np.testing.assert_allclose(curve.thresholds, thr)
+    np.testing.assert_allclose(curve.sensitivity, sens)
+    np.testing.assert_allclose(curve.fp_per_image, fps)
+    assert curve.n_lesions == sum(len(c) for c in lesions.values())
+    assert curve.n_negative_images == len(lesions)
+
+
+def test_froc_all_images_small_case_by_hand():
+    det = {"a": np.array([[10, 10, 0.9], [50, 50, 0.8], [11, 10, 0.3]]), "b": np.array([[5, 5, 0.7]])}
+    les = {"a": np.array([[10, 12.0]]), "b": np.zeros((0, 2))}
+    curve = metrics.froc_all_images(det, les, 8.0)
+    # the lesion is found from 0.9 on; (50,50) at 0.8 and (5,5) at 0.7 are the false positives of 2 images
+    np.testing.assert_allclose(curve.thresholds, [0.9, 0.8, 0.7, 0.3])
+    np.testing.assert_allclose(curve.sensitivity, [1, 1, 1, 1])
+    np.testing.assert_allclose(curve.fp_per_image, [0, 0.5, 1.0, 1.0])
+    np.testing.assert_allclose(metrics.sensitivity_at(curve, [0.1, 1.0]), [1.0, 1.0])
+
+
+def test_froc_all_images_rejects_bad_input():
+    les = {"a": np.array([[10, 12.0]])}
+    with pytest.raises(ValueError, match="missing from `lesions`"):
+        metrics.froc_all_images({"zz": np.array([[1, 1, 0.5]])}, les)
+    with pytest.raises(ValueError, match="tolerance"):
+        metrics.froc_all_images({}, les, tolerance=-1)
+    with pytest.raises(ValueError, match="no reference lesions"):
+        metrics.froc_all_images({"a": np.array([[1, 1, 0.5]])}, {"a": np.zeros((0, 2))})
+    with pytest.raises(ValueError, match="outside"):
+        metrics.froc_all_images({"a": np.array([[500, 1, 0.5]])}, les, image_shapes={"a": (100, 100)})
+
+
+# ----------------------------------------------------------------------------- overlay
+def test_idrid_overlay_turns_on_the_lesion_image_options():
+    overlay = runs.load_dataset_overlay(IDRID)
+    assert overlay["ses_allow_lesion_images"] is True
+    assert overlay["patches_allow_lesion_images"] is True
+    params = runs.resolve_parameters(runs.list_notebooks(), "quick", {"dataset": IDRID, "data_root": "/x"})
+    by_name = {nb.stem: p for nb, p in params.items()}
+    assert by_name["04_ses_hemorrhage"]["ses_allow_lesion_images"] is True
+    assert by_name["02_patch_datasets"]["patches_allow_lesion_images"] is True
+    # -p still wins over the overlay
+    params = runs.resolve_parameters(runs.list_notebooks(), "quick", {"dataset": IDRID, "ses_allow_lesion_images": "false"})
+    assert {nb.stem: p for nb, p in params.items()}["04_ses_hemorrhage"]["ses_allow_lesion_images"] is False
+
+
+# ----------------------------------------------------------------------------- standardize cache
+@pytest.fixture()
+def idrid_root(shared_data):
+    root = shared_data / "idrid"
+    if not root.is_dir():
+        pytest.skip(f"IDRiD samples not present at {root}")
+    return root
+
+
+def test_standardize_cache_equals_the_computation(idrid_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("FUNDUS_NB_HOME", str(tmp_path))
+    pick = lambda: next(r for r in data.load(IDRID, root=idrid_root) if r.id == "IDRiD_43")
+    fresh = preprocess.standardize_record(pick(), 64, cache=False)
+    assert not (tmp_path / "data" / "cache" / "standardized").exists()
+    first = preprocess.standardize_record(pick(), 64)  # computes and writes
+    files = list((tmp_path / "data" / "cache" / "standardized").glob("*.npz"))
+    assert len(files) == 1
+    second = preprocess.standardize_record(pick(), 64)  # reads
+    for rec in (first, second):
+        for name in ("image", "fov", "exudate_mask", "hemorrhage_mask", "hemorrhage_centers"):
+            np.testing.assert_array_equal(getattr(rec, name), getattr(fresh, name))
+            assert getattr(rec, name).dtype == getattr(fresh, name).dtype
+        assert rec.has_hemorrhages is False and rec.loader is None and rec.id == "IDRiD_43"
+    # a damaged cache file is rebuilt, never trusted
+    files[0].write_bytes(b"not an npz")
+    again = preprocess.standardize_record(pick(), 64)
+    np.testing.assert_array_equal(again.image, fresh.image)
+
+
+def test_standardize_cache_key_follows_files_and_edits(idrid_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("FUNDUS_NB_HOME", str(tmp_path))
+    rec = next(r for r in data.load(IDRID, root=idrid_root) if r.id == "IDRiD_43")
+    key = preprocess._record_cache_path(rec, 64)
+    assert key is not None and key != preprocess._record_cache_path(rec, 65)
+    # a record whose pixels were read (and could have been edited) is never cached
+    edited = next(r for r in data.load(IDRID, root=idrid_root) if r.id == "IDRiD_43")
+    edited.image = np.zeros((10, 10, 3), np.uint8)
+    assert preprocess._record_cache_path(edited, 64) is None
+    # a newer file gives a new key: copy the image (and its masks) and touch it
+    copy_root = tmp_path / "copy"
+    for sub in ("A. Segmentation/1. Original Images/a. Training Set",
+                "A. Segmentation/2. All Segmentation Groundtruths/a. Training Set/3. Hard Exudates"):
+        (copy_root / sub).mkdir(parents=True)
+    img = idrid_root / "A. Segmentation/1. Original Images/a. Training Set/IDRiD_43.jpg"
+    ex = idrid_root / "A. Segmentation/2. All Segmentation Groundtruths/a. Training Set/3. Hard Exudates/IDRiD_43_EX.tif"
+    dst = copy_root / "A. Segmentation/1. Original Images/a. Training Set/IDRiD_43.jpg"
+    dst.write_bytes(img.read_bytes())
+    (copy_root / "A. Segmentation/2. All Segmentation Groundtruths/a. Training Set/3. Hard Exudates"
+     / "IDRiD_43_EX.tif").write_bytes(ex.read_bytes())
+    k1 = preprocess._record_cache_path(data.load(IDRID, root=copy_root)[0], 64)
+    st = dst.stat()
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    k2 = preprocess._record_cache_path(data.load(IDRID, root=copy_root)[0], 64)
+    assert k1 is not None and k2 is not None and k1 != k2
+    with pytest.raises(ValueError, match="cache must be True or False"):
+        preprocess.standardize_record(rec, 64, cache="yes")
+
+
+# ----------------------------------------------------------------------------- the series
+@pytest.mark.notebooks
+def test_quick_series_runs_on_real_idrid_images(idrid_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    run_dir = tmp_path / "idrid_quick"
+    result = runs.run_series("quick", {"dataset": IDRID, "data_root": str(idrid_root)}, run_dir=run_dir,
+                             progress=False, stop_on_error=False)
+    failed = [(r.name, r.error, str(r.output)) for r in result.results if r.status != "ok"]
+    assert not failed, f"notebooks failed on IDRiD: {failed}"
+    assert [r.name for r in result.results][:5] == [
+        "01_preprocessing", "02_patch_datasets", "03_lenet_egl", "04_ses_hemorrhage", "05_evaluation"]
+
+    m = runs.load_metrics(run_dir)
+    n_real = len(data.load(IDRID, root=idrid_root))
+    assert m["01_preprocessing"]["n_images"] == n_real
+    assert m["02_patch_datasets"]["n_images"] == n_real
+    assert m["02_patch_datasets"]["patients_in_two_splits"] == 0
+    assert m["02_patch_datasets"]["hemorrhage_pool"]["negative"] > 0
+    egl = m["03_lenet_egl"]
+    assert 0.0 <= egl["full_data"]["f_measure"] <= 1.0 and egl["full_data"]["n_patches"] > 0
+
+    # 04: which monitoring signal was used follows from the split the notebook wrote
+    split = json.loads((run_dir / "ses_split.json").read_text())
+    assert split["dataset_params"]["dataset"] == IDRID
+    labels = {r.id: r.has_hemorrhages for r in data.load(IDRID, root=idrid_root)}
+    ses_m = m["04_ses_hemorrhage"]
+    mon_labels = {labels[i] for i in split["monitor_used"]}
+    if len(mon_labels) == 2:
+        assert ses_m["monitor_level"] == "image"
+        assert all(0.0 <= v <= 1.0 for v in ses_m["final_monitor_az"]["SeS"]["per_seed"])
+    else:
+        assert ses_m["monitor_level"].startswith("pixel")
+        assert ses_m["final_monitor_az"]["SeS"]["mean"] is None  # undefined, recorded as null
+        assert 0.0 <= ses_m["final_monitor_pixel_az"]["SeS"]["mean"] <= 1.0
+
+    # 05: the FP rule and the image-level numbers follow from the test split's classes
+    ev = m["05_evaluation"]
+    test_labels = [labels[i] for i in split["test"]]
+    assert 0 < ev["n_test_images"] <= len(test_labels)
+    for k in ("ses", "nses"):
+        froc = ev["froc"][k]
+        assert 0.0 <= froc["sens_at_0p1"] <= froc["sens_at_1"] <= 1.0 and froc["n_lesions"] > 0
+        if all(test_labels):
+            assert froc["fp_rule"].startswith("fallback") and "fallback" in froc["text"]
+            assert ev["image_level"][k]["az"] is None and ev["image_level"][k]["az_text"].startswith("n/a")
+        else:
+            assert froc["fp_rule"].startswith("paper")
+    assert 0.0 <= ev["egl_patch_test"]["f_measure"] <= 1.0
+    summary = (run_dir / "summary.md").read_text()
+    assert "Test Az SeS" in summary and "FROC sensitivity SeS" in summary
+    for name in ("05_froc", "05_image_roc", "04_az_curves", "03_egl_map", "02_positions"):
+        assert (run_dir / "figures" / f"{name}.png").is_file(), name
