@@ -446,7 +446,7 @@ def standardize(image, size: int = 512) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: Bump whenever :func:`standardize_record`'s output changes: it is part of the cache key.
-STANDARDIZE_VERSION = 1
+STANDARDIZE_VERSION = 2
 _CACHED_FIELDS = ("exudate_mask", "hemorrhage_mask", "hemorrhage_centers")
 
 
@@ -502,7 +502,10 @@ def standardize_record(rec, size: int = 512, cache: bool = True):
     The FOV is the record's own ``fov`` when it has one (exact, synthetic data), else
     :func:`fov_mask` of the image. The same crop box and resize apply to the image, the exudate and
     hemorrhage masks (kept where the lesion covers >= half an output pixel) and the fov; hemorrhage
-    centres (row, col) are mapped exactly, ``(p - corner + 0.5) * size / side - 0.5``.
+    centres (row, col) are mapped exactly, ``(p - corner + 0.5) * size / side - 0.5``. The pixel
+    under every mapped hemorrhage centre stays marked in the hemorrhage mask, so a hemorrhage smaller
+    than half an output pixel does not vanish (IDRiD_29's four small ones at 128 px would, making a
+    lesion image look hemorrhage-free).
 
     With ``cache`` (default), a disk record whose pixels and masks are still unread (as
     :func:`fundus_nb.data.load` returns them) is kept in ``_io.cache_dir()/standardized/``, keyed by
@@ -566,6 +569,12 @@ def _standardize_record(rec, size: int):
     if rec.hemorrhage_centers is not None:
         pts = np.asarray(rec.hemorrhage_centers, dtype=float).reshape(-1, 2)
         new["hemorrhage_centers"] = (pts - np.array([top, left]) + 0.5) * (size / side) - 0.5
+        if "hemorrhage_mask" in new and len(pts):
+            # a hemorrhage covering less than half an output pixel would vanish from the mask and
+            # turn a lesion image into a "hemorrhage-free" one: the pixel under every centre stays marked
+            q = np.round(new["hemorrhage_centers"]).astype(int)
+            inside = ((q >= 0) & (q < size)).all(axis=1)
+            new["hemorrhage_mask"][q[inside, 0], q[inside, 1]] = True
     return dataclasses.replace(rec, **new)
 
 

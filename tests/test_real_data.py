@@ -159,6 +159,30 @@ def test_standardize_cache_key_follows_files_and_edits(idrid_root, tmp_path, mon
         preprocess.standardize_record(rec, 64, cache="yes")
 
 
+def test_small_hemorrhages_survive_downscaling():
+    # a 3x3 hemorrhage in a 400x400 photograph covers far less than half of a 40x40 output pixel
+    image = np.full((400, 400, 3), 90, np.uint8)
+    fov = np.ones((400, 400), bool)
+    mask = np.zeros((400, 400), bool)
+    mask[200:203, 100:103] = True
+    rec = data.FundusImage(id="tiny", patient_id="p", image_=image, hemorrhage_mask=mask,
+                           hemorrhage_centers=np.array([[201.0, 101.0]]), fov=fov)
+    out = preprocess.standardize_record(rec, 40)
+    expected = np.round((np.array([201.0, 101.0]) + 0.5) * 40 / 400 - 0.5).astype(int)  # box = whole frame
+    assert out.has_hemorrhages is True
+    assert np.argwhere(out.hemorrhage_mask).tolist() == [expected.tolist()]
+
+
+def test_idrid_lesion_images_stay_lesion_images_at_low_resolution(idrid_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("FUNDUS_NB_HOME", str(tmp_path))
+    rec = next(r for r in data.load(IDRID, root=idrid_root) if r.id == "IDRiD_29")
+    assert rec.has_hemorrhages  # four small hemorrhages at full resolution
+    out = preprocess.standardize_record(rec, 96)
+    assert out.has_hemorrhages
+    q = np.round(out.hemorrhage_centers).astype(int)
+    assert out.hemorrhage_mask[q[:, 0], q[:, 1]].all()
+
+
 # ----------------------------------------------------------------------------- the series
 @pytest.mark.notebooks
 def test_quick_series_runs_on_real_idrid_images(idrid_root, tmp_path, monkeypatch):
