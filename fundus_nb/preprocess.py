@@ -540,7 +540,8 @@ def standardize_record(rec, size: int = 512, cache: bool = True):
         except OSError as err:
             import warnings
 
-            warnings.warn(f"could not write the standardized-image cache {str(cache_path)!r} ({err}); continuing without it")
+            warnings.warn(f"could not write the standardized-image cache {str(cache_path)!r} ({err}); "
+                          "continuing without it")
     return out
 
 

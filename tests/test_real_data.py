@@ -97,7 +97,8 @@ def test_idrid_overlay_turns_on_the_lesion_image_options():
     assert by_name["04_ses_hemorrhage"]["ses_allow_lesion_images"] is True
     assert by_name["02_patch_datasets"]["patches_allow_lesion_images"] is True
     # -p still wins over the overlay
-    params = runs.resolve_parameters(runs.list_notebooks(), "quick", {"dataset": IDRID, "ses_allow_lesion_images": "false"})
+    off = {"dataset": IDRID, "ses_allow_lesion_images": "false"}
+    params = runs.resolve_parameters(runs.list_notebooks(), "quick", off)
     assert {nb.stem: p for nb, p in params.items()}["04_ses_hemorrhage"]["ses_allow_lesion_images"] is False
 
 
@@ -145,7 +146,8 @@ def test_standardize_cache_key_follows_files_and_edits(idrid_root, tmp_path, mon
                 "A. Segmentation/2. All Segmentation Groundtruths/a. Training Set/3. Hard Exudates"):
         (copy_root / sub).mkdir(parents=True)
     img = idrid_root / "A. Segmentation/1. Original Images/a. Training Set/IDRiD_43.jpg"
-    ex = idrid_root / "A. Segmentation/2. All Segmentation Groundtruths/a. Training Set/3. Hard Exudates/IDRiD_43_EX.tif"
+    ex = (idrid_root / "A. Segmentation/2. All Segmentation Groundtruths/a. Training Set/3. Hard Exudates"
+          / "IDRiD_43_EX.tif")
     dst = copy_root / "A. Segmentation/1. Original Images/a. Training Set/IDRiD_43.jpg"
     dst.write_bytes(img.read_bytes())
     (copy_root / "A. Segmentation/2. All Segmentation Groundtruths/a. Training Set/3. Hard Exudates"
@@ -235,3 +237,14 @@ def test_quick_series_runs_on_real_idrid_images(idrid_root, tmp_path, monkeypatc
     assert "Test Az SeS" in summary and "FROC sensitivity SeS" in summary
     for name in ("05_froc", "05_image_roc", "04_az_curves", "03_egl_map", "02_positions"):
         assert (run_dir / "figures" / f"{name}.png").is_file(), name
+
+
+@pytest.mark.notebooks
+def test_idrid_without_the_lesion_image_option_fails_clearly(idrid_root, tmp_path, monkeypatch):
+    """Turning the overlay's option off again (-p wins) gives the clear one-class error, not a silent null."""
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    off = {"dataset": IDRID, "data_root": str(idrid_root), "ses_allow_lesion_images": "false"}
+    result = runs.run_series("quick", off, only=["04"], run_dir=tmp_path / "no_option", progress=False)
+    (res,) = result.results
+    assert res.status == "failed"
+    assert "ValueError" in res.error and "hemorrhage" in res.error, res.error
