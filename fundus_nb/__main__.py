@@ -13,12 +13,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--preset", default="default", help=f"one of {', '.join(PRESETS)} (default: default)")
+    common.add_argument(
+        "--preset", default="default",
+        help=f"one of {', '.join(PRESETS)}, or a path to a YAML file of parameter values (default: default)",
+    )
     common.add_argument(
         "-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
         help="override a notebook parameter (repeatable)",
     )
     common.add_argument("--only", help="comma-separated notebook numbers to run, e.g. 03,04")
+    common.add_argument("--notebooks", help="folder of NN_topic.ipynb notebooks (default: the series)")
 
     run = sub.add_parser("run", parents=[common], help="execute the notebook series into runs/<run-id>/")
     run.add_argument("--run-id", help="name of the run folder under runs/ (default: timestamp-preset)")
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise RunError("--resume needs the run to continue: pass --run-id NAME or --run-dir PATH")
             result = run_series(
                 args.preset, overrides, only=only, run_dir=run_dir, resume=args.resume,
-                progress=not args.quiet,
+                progress=not args.quiet, notebooks=args.notebooks,
             )
             for r in result.results:
                 line = f"{r.status:>7}  {r.name}  {r.wall_s:7.1f} s"
@@ -82,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"outputs: {result.run_dir}")
             return 0
         if args.command == "sweep":
-            results = run_sweep(overrides, args.preset, sweep_dir=args.sweep_dir, jobs=args.jobs, only=only)
+            results = run_sweep(
+                overrides, args.preset, sweep_dir=args.sweep_dir, jobs=args.jobs, only=only,
+                notebooks=args.notebooks,
+            )
             bad = 0
             for point, target, code in results:
                 print(f"{'ok' if code == 0 else 'FAILED':>6}  {target}")

@@ -197,10 +197,14 @@ def list_notebooks(directory: str | os.PathLike | None = None) -> list[Path]:
 
 
 def load_preset(name: str) -> dict[str, Any]:
-    """The parameter values of a preset YAML file shipped with the package."""
+    """The parameter values of a preset: a name shipped with the package, or a path to a YAML file."""
     import yaml
 
     path = PACKAGE_DIR / "presets" / f"{name}.yaml"
+    if str(name).endswith((".yaml", ".yml")):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise RunError(f"preset file {path} does not exist; pass a preset name or an existing YAML file")
     if not path.is_file():
         known = sorted(p.stem for p in (PACKAGE_DIR / "presets").glob("*.yaml"))
         raise RunError(f"unknown preset {name!r}; choose one of: {', '.join(known)}")
@@ -537,6 +541,7 @@ def run_sweep(
     sweep_dir: str | os.PathLike | None = None,
     jobs: int = 1,
     only: list[str] | None = None,
+    notebooks: str | os.PathLike | None = None,
 ) -> list[tuple[dict[str, str], Path, int]]:
     """Run every grid point as an independent ``python -m fundus_nb run`` in its own folder.
 
@@ -547,7 +552,8 @@ def run_sweep(
     from concurrent.futures import ThreadPoolExecutor
 
     points = sweep_grid(spec)
-    notebooks = list_notebooks()
+    notebook_dir = notebooks
+    notebooks = list_notebooks(notebook_dir)
     for point in points:  # validate everything before starting anything
         resolve_parameters(notebooks, preset, point)
     sweep_dir = Path(sweep_dir) if sweep_dir else runs_dir() / f"sweep-{new_run_id(preset)}"
@@ -561,6 +567,8 @@ def run_sweep(
         if record and all(record["notebooks"].get(n, {}).get("status") == "ok" for n in selected):
             return point, target, 0
         cmd = [sys.executable, "-m", "fundus_nb", "run", "--preset", preset, "--run-dir", str(target), "--quiet"]
+        if notebook_dir:
+            cmd += ["--notebooks", str(notebook_dir)]
         if record:
             cmd.append("--resume")
         if only:

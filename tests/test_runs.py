@@ -187,3 +187,26 @@ def test_update_readme_replaces_only_the_results_block(series, tmp_path):
     (tmp_path / "plain.md").write_text("no markers")
     with pytest.raises(RunError, match="no results block"):
         runs.update_readme(run_dir, tmp_path / "plain.md")
+
+
+def test_sweep_validates_every_point_before_starting(series, tmp_path):
+    # the shipped quick preset names parameters the tiny notebooks do not declare
+    with pytest.raises(RunError, match="unknown parameter"):
+        runs.run_sweep({"seed": "0,1"}, "quick", sweep_dir=tmp_path / "bad", notebooks=series)
+
+
+def test_sweep_end_to_end_with_cli(series, tmp_path):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("seed: 0\n")
+    sweep_dir = tmp_path / "sweep"
+    results = runs.run_sweep({"seed": "1,2", "strategy": "egl,random"}, str(preset), sweep_dir=sweep_dir,
+                             jobs=2, notebooks=series, only=["01"])
+    assert len(results) == 4 and all(code == 0 for _, _, code in results), [
+        (p, (t / "sweep.log").read_text()) for p, t, c in results if c]
+    metrics = json.loads((sweep_dir / "seed=2,strategy=random" / "metrics.json").read_text())
+    assert metrics == {"01_first": {"seed": 2, "strategy": "random"}}
+    mtime = (sweep_dir / "seed=1,strategy=egl" / "run.json").stat().st_mtime
+    again = runs.run_sweep({"seed": "1,2", "strategy": "egl,random"}, str(preset), sweep_dir=sweep_dir,
+                           jobs=2, notebooks=series, only=["01"])
+    assert all(code == 0 for _, _, code in again)
+    assert (sweep_dir / "seed=1,strategy=egl" / "run.json").stat().st_mtime == mtime  # skipped
