@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._io import default_device
+from .patches import to_tensor
 
 __all__ = [
     "LeNet",
@@ -425,7 +426,7 @@ def receptive_extent(model: nn.Module) -> int:
 def image_to_tensor(image: torch.Tensor | np.ndarray) -> torch.Tensor:
     """An image in model scale as float32 (3, H, W).
 
-    uint8 HxWx3 is converted as ``patches.to_tensor`` converts patches (x / 255, channels first);
+    uint8 HxWx3 is converted by ``patches.to_tensor`` (x / 255, channels first), as patches are;
     a float (3, H, W) tensor or array is taken as already in model scale.
     """
     if isinstance(image, np.ndarray):
@@ -435,7 +436,7 @@ def image_to_tensor(image: torch.Tensor | np.ndarray) -> torch.Tensor:
                     f"a uint8 image must be HxWx3 RGB; got shape {image.shape}. Convert grey "
                     "or RGBA images to RGB first."
                 )
-            return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+            return to_tensor(image[None])[0]
         image = torch.from_numpy(np.ascontiguousarray(image))
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"image must be a numpy array or torch.Tensor; got {type(image).__name__}.")
