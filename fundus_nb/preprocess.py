@@ -37,7 +37,12 @@ __all__ = [
     "standardize",
     "standardize_record",
     "contrast_enhance",
+    "PAPER_SIZE",
+    "scale_length",
 ]
+
+#: The image side (px) at which both papers state every length (tolerances, sigmas, distances).
+PAPER_SIZE = 512
 
 #: Longest side of the working copy on which the FOV is searched.
 _WORK_SIDE = 600
@@ -424,6 +429,25 @@ def _check_size(size) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
         raise ValueError(f"size must be an integer >= 8, got {size!r}.")
     return int(size)
+
+
+def scale_length(length: float, size: int, name: str = "length") -> float:
+    """A length given in pixels at the papers' 512-px scale, converted to a ``size``-px image.
+
+    The one scale rule of the series: every length a preset or notebook states (FROC tolerance,
+    smoothing sigma, candidate minimum distance, negative margins, grid strides) is a length at
+    :data:`PAPER_SIZE` and becomes ``length * size / 512`` on the run's standardized images.
+    Patch sizes are the exception: a 48x48 or 41x41 patch keeps its size at any image size (the
+    networks' input is fixed), so at 256 px a 41-px patch covers twice the retina it covers at 512.
+
+    >>> scale_length(8.0, 256)
+    4.0
+    """
+    if isinstance(length, bool) or not isinstance(length, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number of pixels at 512-px scale, got {type(length).__name__}.")
+    if not math.isfinite(float(length)) or length <= 0:
+        raise ValueError(f"{name} must be a positive number of pixels at 512-px scale, got {length!r}.")
+    return float(length) * _check_size(size) / PAPER_SIZE
 
 
 def standardize(image, size: int = 512) -> tuple[np.ndarray, np.ndarray]:

@@ -360,3 +360,18 @@ def test_plots_helpers():
     with pytest.raises(ValueError, match="differs"):
         plots.overlay_mask(img, mask[:-1])
     plt.close("all")
+
+
+# --------------------------------------------------------------------------- the scale rule
+def test_scale_length_is_linear_in_size_and_rejects_non_positive_lengths():
+    from fundus_nb.preprocess import PAPER_SIZE, scale_length
+
+    for size in (64, 128, 256, 512, 1024):
+        for length in (0.5, 2.0, 8, 41):
+            assert scale_length(length, size) == pytest.approx(length * size / 512)
+    assert scale_length(8, PAPER_SIZE) == 8.0
+    for bad in (0, -3, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="positive number of pixels"):
+            scale_length(bad, 256, name="froc_tolerance")
+    with pytest.raises(TypeError, match="froc_tolerance must be a number"):
+        scale_length("8", 256, name="froc_tolerance")
