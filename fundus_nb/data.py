@@ -58,6 +58,9 @@ class FundusImage:
     the array) instead of ``image``; the first access reads the file and checks it. Masks are HxW
     bool of the image's size; ``hemorrhage_centers`` is (N, 2) float (row, col).
     ``fov`` is the exact field-of-view mask when the source knows it (synthetic data), else None.
+    ``confounder_map`` (synthetic data only, else None) is HxW uint8: per pixel the code of the
+    unlabelled bright confounder drawn there (:data:`CONFOUNDER_KINDS`, 0 = none). It is for
+    analysis only (false positives per kind); no label or patch rule reads it.
     ``path`` is the image file and ``mask_paths`` the mask files used ({"exudate": ...,
     "hemorrhage": ...}) for disk datasets.
 
@@ -76,6 +79,7 @@ class FundusImage:
     quality: str | None = None
     source: str = ""
     fov: np.ndarray | None = field(default=None, repr=False)
+    confounder_map: np.ndarray | None = field(default=None, repr=False, compare=False)
     path: str | None = None
     mask_paths: dict[str, str] | None = field(default=None, repr=False, compare=False)
     loader: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
@@ -210,7 +214,31 @@ def _check_root(name: str, root) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 #: Bump whenever the generator's output changes: it is part of the cache key.
-GENERATOR_VERSION = 2
+#: v3 added the bright hard negatives (extra drusen, optic-disc rim, specular vessel reflections,
+#: cotton-wool spots) and the per-pixel ``confounder_map``.
+GENERATOR_VERSION = 3
+
+#: Key of the random streams (kept at 2 since v2): a v3 image is its v2 image plus the new bright
+#: confounders, drawn from the confounder stream after every v2 draw, so lesions, anatomy and the
+#: v2 confounders (and with them every hemorrhage) are pixel for pixel what v2 drew.
+_RNG_KEY = 2
+
+#: Codes of ``FundusImage.confounder_map`` (index = code; 0 = no confounder). Expected numbers per
+#: image at ``confounder_density=1`` (Poisson unless said otherwise), lengths at 512 px:
+#:
+#: * ``drusen``: pale-yellow round spots, sigma 1.5-3.5 px: 3 faint v2 spots (60 % near the
+#:   macula) plus 6 brighter, exudate-coloured ones (70 % within 0.05-0.4 r of the fovea, often in
+#:   small groups), the closest look-alike of a small hard exudate;
+#: * ``disc_rim``: a bright peripapillary crescent hugging the optic disc (width 3-7 px, 90-200
+#:   degrees of arc) in an image with probability ``min(1, 0.7 * density)``;
+#: * ``vessel_reflex``: white specular streaks along the axis of vessels wider than 3.5 px
+#:   (length 8-24 px, 4 per image), beside the arteries' faint light reflex of v2;
+#: * ``cotton_wool``: fluffy white patches, 8-20 px long, 1 per image, within 0.15-0.6 r of the disc;
+#: * ``sheen``: the v2 soft bright streaks (2 per image, elongated, near the macula).
+#:
+#: A pixel is marked where that confounder moves the colour by at least 20 % of the way to its own
+#: colour (later kinds overwrite earlier ones) and is never marked on a lesion pixel.
+CONFOUNDER_KINDS = ("none", "drusen", "disc_rim", "vessel_reflex", "cotton_wool", "sheen")
 
 #: Defaults of ``load("synthetic", ...)``; every option is documented in :func:`load_synthetic`.
 SYNTHETIC_DEFAULTS: dict[str, Any] = {
@@ -329,7 +357,9 @@ def _vessel_profile(shape, paths, k):
 
 
 def _render_fundus(rngs, size, eye, category, quality, confounder_density, lesion_size, lesion_contrast):
-    """Draw one synthetic fundus; return (image uint8, fov, exudate mask, hemorrhage mask, n_lesions).
+    """Draw one synthetic fundus; return (image, fov, exudate mask, hemorrhage mask, n_lesions, kinds).
+
+    ``kinds`` is the uint8 confounder map (codes of :data:`CONFOUNDER_KINDS`).
 
     ``rngs`` holds four independent generators: anatomy, confounders, lesions, acquisition. So a
     knob changes only its own part: the same (seed, index) drawn as "healthy" and as "both"
@@ -386,8 +416,10 @@ def _render_fundus(rngs, size, eye, category, quality, confounder_density, lesio
 
     # vessel trees: veins (wider, darker) and arteries (thinner, lighter, with a light reflex)
     ok = lambda p: inside(p, 2 * k) & (np.hypot(p[:, 0] - fovea[0], p[:, 1] - fovea[1]) > 0.07 * r)
-    vein, _ = _vessel_profile((S, S), _vessel_paths(rng, disc, fovea, r, side, k, 6.5 * k, ok), k)
-    art, art_w = _vessel_profile((S, S), _vessel_paths(rng, disc, fovea, r, side, k, 4.8 * k, ok), k)
+    vein_paths = _vessel_paths(rng, disc, fovea, r, side, k, 6.5 * k, ok)
+    art_paths = _vessel_paths(rng, disc, fovea, r, side, k, 4.8 * k, ok)
+    vein, _ = _vessel_profile((S, S), vein_paths, k)
+    art, art_w = _vessel_profile((S, S), art_paths, k)
     img *= 1.0 - vein[..., None] * np.array([0.42, 0.62, 0.5], np.float32)
     img *= 1.0 - art[..., None] * np.array([0.22, 0.45, 0.35], np.float32)
     reflex = ((art > 0.85) & (art_w > 3.8 * k)).astype(np.float32) * 0.18
@@ -427,6 +459,10 @@ def _render_fundus(rngs, size, eye, category, quality, confounder_density, lesio
                           rng.uniform(1.5, 4.0, len(p)), rng.uniform(0, np.pi, len(p)))
     img += np.clip(pale, 0, 0.9)[..., None] * (np.array([235, 215, 150], np.float32) - img)
     img += np.clip(pale_rf, 0, 0.9)[..., None] * (np.array([250, 245, 235], np.float32) - img)
+    kinds = np.zeros((S, S), np.uint8)
+    kinds[np.clip(pale, 0, 0.9) >= 0.2] = 1
+    kinds[np.clip(pale_rf, 0, 0.9) >= 0.2] = 5
+    _bright_confounders(rng, img, kinds, cd, k, r, disc, rd, fovea, vein_paths + art_paths, sample_points)
 
     # lesions with exact masks, kept 4 px (at 512) inside the field of view
     rng = rngs[2]
@@ -489,7 +525,62 @@ def _render_fundus(rngs, size, eye, category, quality, confounder_density, lesio
     noise = rng.standard_normal(img.shape, dtype=np.float32)
     img = np.where(fov[..., None], img + 2.0 * noise, 1.2 * np.abs(noise))
     out = np.clip(np.round(img), 0, 255).astype(np.uint8)
-    return out, fov, ex & fov, he & fov, n_lesions
+    kinds[~fov | ex | he] = 0
+    return out, fov, ex & fov, he & fov, n_lesions, kinds
+
+
+def _bright_confounders(rng, img, kinds, cd, k, r, disc, rd, fovea, vessel_paths, sample_points):
+    """Draw the v3 hard negatives into ``img`` and ``kinds`` in place (see :data:`CONFOUNDER_KINDS`)."""
+    S = img.shape[0]
+
+    def paint(alpha, colour, code):
+        alpha = np.clip(alpha, 0, 0.95)
+        img[...] += alpha[..., None] * (np.asarray(colour, np.float32) - img)
+        kinds[alpha >= 0.2] = code
+
+    # drusen: exudate-coloured round spots near the macula, often two or three together
+    n = rng.poisson(6 * cd)
+    p = sample_points(n, fovea, (0.05, 0.4), 0.7)
+    if len(p):
+        p = p + (rng.random(len(p)) < 0.5)[:, None] * rng.normal(0, 6 * k, (len(p), 2))
+    paint(_spot_field((S, S), p[:, 0], p[:, 1], rng.uniform(1.5, 3.0, len(p)) * k, rng.uniform(0.6, 1.1, len(p))),
+          [240, 222, 135], 1)
+    # optic-disc rim: a bright crescent just outside the disc edge
+    if rng.random() < min(1.0, 0.7 * cd):
+        t0, l0 = max(int(disc[0] - 1.6 * rd), 0), max(int(disc[1] - 1.6 * rd), 0)
+        t1, l1 = min(int(disc[0] + 1.6 * rd) + 1, S), min(int(disc[1] + 1.6 * rd) + 1, S)
+        yy, xx = np.mgrid[t0:t1, l0:l1].astype(np.float32)
+        d = np.hypot(yy - disc[0], xx - disc[1])
+        width = rng.uniform(3, 7) * k
+        phi0, arc = rng.uniform(0, 2 * np.pi), np.deg2rad(rng.uniform(90, 200))
+        dphi = np.angle(np.exp(1j * (np.arctan2(yy - disc[0], xx - disc[1]) - phi0)))
+        ring = np.exp(-0.5 * ((d - rd - width / 2) / (width / 2.5)) ** 2)
+        alpha = np.zeros((S, S), np.float32)
+        alpha[t0:t1, l0:l1] = ring * np.clip(1.5 - 3 * np.abs(dphi) / arc, 0, 1) * rng.uniform(0.55, 0.8)
+        paint(alpha, [250, 238, 195], 2)
+    # specular reflections along the axis of wide vessels
+    wide = [(pts, w) for pts, w in vessel_paths if len(pts) > 10 and w.max() > 3.5 * k]
+    n = rng.poisson(4 * cd) if wide else 0
+    rows, cols, angs = [], [], []
+    for _ in range(n):
+        pts, w = wide[int(rng.integers(len(wide)))]
+        j = int(rng.integers(3, len(pts) - 3))
+        d = pts[j + 2] - pts[j - 2]
+        rows.append(pts[j, 0]); cols.append(pts[j, 1]); angs.append(np.arctan2(d[0], d[1]))
+    ln = rng.uniform(8, 24, n) * k / 2.5
+    paint(_spot_field((S, S), np.array(rows), np.array(cols), np.full(n, 1.1 * k), rng.uniform(0.7, 1.0, n),
+                      ln / (1.1 * k), np.array(angs)), [255, 252, 245], 3)
+    # cotton-wool spots: fluffy white patches, a few lobes, near the disc
+    n = rng.poisson(1 * cd)
+    p = sample_points(n, disc, (0.15, 0.6), 1.0)
+    alpha = np.zeros((S, S), np.float32)
+    for c in p:
+        m = int(rng.integers(3, 6))
+        L = rng.uniform(8, 20) * k
+        off = rng.normal(0, L / 4, (m, 2))
+        alpha += _spot_field((S, S), c[0] + off[:, 0], c[1] + off[:, 1], rng.uniform(0.12, 0.22, m) * L,
+                             rng.uniform(0.35, 0.6, m), rng.uniform(1.0, 2.0, m), rng.uniform(0, np.pi, m))
+    paint(alpha, [245, 242, 228], 4)
 
 
 def _check_synthetic_options(n_patients, seed, size, confounder_density, lesion_size, lesion_contrast, poor_fraction):
@@ -572,21 +663,21 @@ def synthetic_fundus(
         raise ValueError(f"quality must be 'good' or 'poor', got {quality!r}")
     if eye not in ("R", "L"):
         raise ValueError(f"eye must be 'R' or 'L', got {eye!r}")
-    seq = np.random.SeedSequence([GENERATOR_VERSION, int(seed), int(index)])
+    seq = np.random.SeedSequence([_RNG_KEY, int(seed), int(index)])
     rngs = [np.random.default_rng(s) for s in seq.spawn(4)]
-    img, fov, ex, he, n = _render_fundus(rngs, size, eye, category, quality, float(confounder_density),
+    img, fov, ex, he, n, kinds = _render_fundus(rngs, size, eye, category, quality, float(confounder_density),
                                          float(lesion_size), float(lesion_contrast))
     return FundusImage(
         id=f"syn{seed}-{index:04d}", patient_id=f"syn{seed}-p{index // 2:03d}", image_=img, exudate_mask=ex,
         hemorrhage_mask=he, hemorrhage_centers=centers_from_mask(he), grade=_grade(n), quality=quality,
-        source="synthetic", fov=fov,
+        source="synthetic", fov=fov, confounder_map=kinds,
     )
 
 
 def _synthetic_plan(n_patients: int, seed: int, poor_fraction: float) -> list[tuple[str, str, str]]:
     """(category, quality, eye) for each of the ``2 * n_patients`` images, shuffled by ``seed``."""
     n = 2 * n_patients
-    rng = np.random.default_rng([GENERATOR_VERSION, seed, 999_983])
+    rng = np.random.default_rng([_RNG_KEY, seed, 999_983])
     cats = rng.permutation(np.array(_apportion(n, CATEGORY_FRACTIONS)))
     n_poor = int(round(poor_fraction * n))
     poor = np.zeros(n, bool)
@@ -630,10 +721,13 @@ def load_synthetic(
     size : int, default 512
         Image side in pixels; every length below is quoted at 512 and scales with ``size/512``.
     confounder_density : float, default 1.0
-        Multiplies the expected number of microaneurysm-like dots (4 per image), drusen-like
-        spots (3) and bright reflections (2). 0 removes them. The default keeps them rare (a
-        few hundred pixels of a 200,000-pixel field of view), so a network trained on uniformly
-        drawn negatives sees the background quickly but almost never a confounder.
+        Multiplies the expected number of every unlabelled confounder: microaneurysm-like dots
+        (4 per image), faint drusen-like spots (3), soft bright streaks (2) and the bright hard
+        negatives of :data:`CONFOUNDER_KINDS` (6 exudate-coloured drusen, the optic-disc rim
+        crescent with probability 0.7, 4 specular vessel reflections, 1 cotton-wool spot). 0
+        removes them all. They stay rare (about 0.5 % of the field of view), so a network trained
+        on uniformly drawn negatives sees the background quickly but seldom a confounder; each
+        drawn pixel's kind is kept in ``confounder_map`` for analysis only.
     lesion_size : float, default 1.0
         Multiplies lesion radii: exudate blobs 1.5-6.5 px, hemorrhages 3-6 px (dots), 5-16 px
         (blots, made of 2-4 ellipses), 8-20 px long (flames).
@@ -693,6 +787,7 @@ def _write_synthetic_cache(path: Path, records: list[FundusImage], opts: dict) -
         exudate_mask=np.packbits(np.stack([r.exudate_mask for r in records]), axis=-1),
         hemorrhage_mask=np.packbits(np.stack([r.hemorrhage_mask for r in records]), axis=-1),
         fov=np.packbits(np.stack([r.fov for r in records]), axis=-1),
+        confounder_map=np.stack([r.confounder_map for r in records]),
         centers=np.concatenate(centers) if centers else np.zeros((0, 2)),
         n_centers=np.array([len(c) for c in centers], np.int64),
         meta=np.array(json.dumps({"records": meta, "options": opts, "generator": GENERATOR_VERSION})),
@@ -705,12 +800,13 @@ def _read_synthetic_cache(path: Path) -> list[FundusImage]:
         size = images.shape[2]
         unpack = lambda a: np.unpackbits(a, axis=-1, count=size).astype(bool)  # noqa: E731
         ex, he, fov = unpack(z["exudate_mask"]), unpack(z["hemorrhage_mask"]), unpack(z["fov"])
+        kinds = z["confounder_map"]
         centers = np.split(z["centers"], np.cumsum(z["n_centers"])[:-1])
         meta = json.loads(str(z["meta"]))["records"]
     return [
         FundusImage(id=m["id"], patient_id=m["patient_id"], image_=images[i], exudate_mask=ex[i], hemorrhage_mask=he[i],
                     hemorrhage_centers=centers[i].reshape(-1, 2), grade=m["grade"], quality=m["quality"],
-                    source="synthetic", fov=fov[i])
+                    source="synthetic", fov=fov[i], confounder_map=kinds[i])
         for i, m in enumerate(meta)
     ]
 

@@ -131,6 +131,58 @@ def test_confounders_are_drawn_but_not_labelled():
     assert (diff > 25).sum() > 20  # dark dots, pale spots, reflections changed pixels
 
 
+@pytest.fixture(scope="module")
+def confounded():
+    """Twelve 256-px images (all categories) at twice the default confounder density."""
+    cats = ["healthy", "exudates", "hemorrhages", "both"] * 3
+    return [data.synthetic_fundus(seed=3, index=i, size=256, category=c, confounder_density=2.0)
+            for i, c in enumerate(cats)]
+
+
+def test_confounder_map_codes_and_never_lesions(confounded):
+    seen = set()
+    for rec in confounded:
+        km = rec.confounder_map
+        assert km.shape == rec.fov.shape and km.dtype == np.uint8
+        assert km.max() < len(data.CONFOUNDER_KINDS)
+        assert not km[~rec.fov].any()  # only inside the field of view
+        assert not km[rec.exudate_mask | rec.hemorrhage_mask].any()  # never on a labelled lesion
+        seen |= set(np.unique(km).tolist())
+    assert seen == set(range(len(data.CONFOUNDER_KINDS)))  # every kind occurs in a dozen images
+
+
+def test_bright_confounders_are_bright_and_unlabelled(confounded):
+    """Every kind lifts the green channel above the plain background around it (brightness is what
+    makes it a hard negative for an exudate detector), and none is ever in a lesion mask."""
+    for code, name in enumerate(data.CONFOUNDER_KINDS[1:], start=1):
+        lifts = []
+        for rec in confounded:
+            m = rec.confounder_map == code
+            if m.sum() < 5:
+                continue
+            ring = ndimage.binary_dilation(m, iterations=6) & ~ndimage.binary_dilation(m, iterations=3)
+            ring &= rec.fov & (rec.confounder_map == 0) & ~rec.exudate_mask & ~rec.hemorrhage_mask
+            g = rec.image[..., 1].astype(float)
+            lifts.append(g[m].mean() - g[ring].mean())
+        assert lifts and np.median(lifts) > 8, (name, lifts)
+
+
+def test_new_confounders_leave_lesions_and_hemorrhages_alone():
+    """Lesion masks and hemorrhage centres do not depend on the confounders at all, and with no
+    confounders the confounder map is empty."""
+    for i in range(3):
+        a = data.synthetic_fundus(seed=4, index=i, size=192, category="both", confounder_density=0.0)
+        b = data.synthetic_fundus(seed=4, index=i, size=192, category="both", confounder_density=3.0)
+        assert np.array_equal(a.exudate_mask, b.exudate_mask) and np.array_equal(a.hemorrhage_mask, b.hemorrhage_mask)
+        assert np.allclose(a.hemorrhage_centers, b.hemorrhage_centers)
+        assert not a.confounder_map.any() and b.confounder_map.any()
+
+
+def test_cache_key_has_the_generator_version():
+    assert data.GENERATOR_VERSION >= 3
+    assert f"synthetic-v{data.GENERATOR_VERSION}-" in data.synthetic_cache_path(n_patients=1).name
+
+
 def test_dataset_composition(small_set):
     recs = small_set
     assert len(recs) == 10 and len({r.id for r in recs}) == 10
@@ -157,7 +209,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     second = data.load("synthetic", n_patients=1, size=80)
     for a, b in zip(first, second):
         assert a.id == b.id and a.patient_id == b.patient_id and a.grade == b.grade and a.quality == b.quality
-        for name in ("image", "exudate_mask", "hemorrhage_mask", "fov", "hemorrhage_centers"):
+        for name in ("image", "exudate_mask", "hemorrhage_mask", "fov", "hemorrhage_centers", "confounder_map"):
             x, y = getattr(a, name), getattr(b, name)
             assert x.dtype == y.dtype and np.array_equal(x, y), name
     path.write_bytes(b"garbage")  # a damaged cache is regenerated, not trusted
