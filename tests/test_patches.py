@@ -498,3 +498,47 @@ def test_patch_pictures_headless():
         widgets.show_pool_page(pool, np.arange(6), page=2, page_size=4)
     with pytest.raises(ValueError, match="one title per patch"):
         widgets.plot_patch_grid(pool.extract(np.arange(2)), ["a"])
+
+
+# ------------------------------------------------------------------ grid_pool (natural prevalence)
+
+def _grid_record(size=128, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    fov = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= (0.45 * size) ** 2
+    ex = np.zeros((size, size), bool)
+    for r, c in rng.integers(size // 4, 3 * size // 4, (6, 2)):
+        ex[r:r + 3, c:c + 2] = True
+    img = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    return FundusImage(id=f"g{seed}", patient_id="p", image_=img, exudate_mask=ex & fov,
+                            hemorrhage_mask=np.zeros_like(ex), fov=fov)
+
+
+def test_grid_pool_matches_brute_force_rule():
+    from fundus_nb import patches as P
+
+    recs = [_grid_record(128, 0), _grid_record(128, 1)]
+    pool = P.grid_pool(recs, size=48, stride=16, window=8)  # 128 px: stride 4 px, window 2 px
+    step, half = 4, 2
+    want = []
+    for k, rec in enumerate(recs):
+        for r in range(step // 2, 128, step):
+            for c in range(step // 2, 128, step):
+                if rec.fov[r, c]:
+                    win = rec.exudate_mask[max(r - half, 0): r + half + 1, max(c - half, 0): c + half + 1]
+                    want.append((k, r, c, int(win.any())))
+    got = sorted(zip(pool.positions["image"].tolist(), pool.positions["row"].tolist(),
+                     pool.positions["col"].tolist(), pool.labels.tolist()))
+    assert got == sorted(want)
+    assert 0 < pool.labels.mean() < 0.5 and pool.size == 48
+
+
+@pytest.mark.parametrize("stride, err, text", [
+    (0, ValueError, "positive"), (-4, ValueError, "positive"), (2000, ValueError, "larger than the image"),
+    ("16", TypeError, "number"), (True, TypeError, "number"),
+])
+def test_grid_pool_bad_stride(stride, err, text):
+    from fundus_nb import patches as P
+
+    with pytest.raises(err, match=text):
+        P.grid_pool([_grid_record(128)], stride=stride)
