@@ -28,9 +28,15 @@ run: $(STAMP)
 test: $(STAMP)
 	TQDM_DISABLE=1 $(BIN)/python -m pytest $(ARGS)
 
+# Root (a container, CI) must pass --allow-root or Jupyter refuses to start; JupyterLab prints the
+# URL (with its token) to open. LAB_ARGS adds options, e.g. LAB_ARGS='--no-browser --port 8899'.
+LAB_ARGS ?=
+LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[lab]'
-	$(BIN)/python -m jupyter lab notebooks/
+	@echo "Starting JupyterLab on notebooks/: open the http://127.0.0.1:... URL it prints below."
+	$(BIN)/python -m jupyter lab notebooks/ $(LAB_ROOT) $(LAB_ARGS)
 
 bench: $(STAMP)
 	@for f in tests/benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
