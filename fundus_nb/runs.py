@@ -11,7 +11,9 @@ import itertools
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,6 +324,28 @@ class RunResult:
         return all(r.status in ("ok", "skipped") for r in self.results)
 
 
+def _local_kernel_manager():
+    """The kernel manager papermill uses: the kernel talks over local IPC sockets in a private
+    temporary folder instead of TCP ports, so ipykernel does not warn about unencrypted TCP traffic
+    (which a local run never sends) and parallel sweeps cannot collide on ports."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum, default
+
+    class LocalIPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return os.path.join(tempfile.mkdtemp(prefix="fundus_nb-kernel-"), "ipc")
+
+        def cleanup_ipc_files(self) -> None:
+            super().cleanup_ipc_files()
+            if self.transport == "ipc":
+                shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
+
+    return LocalIPCKernelManager
+
+
 def run_series(
     preset: str | dict[str, Any] = "default",
     overrides: dict[str, Any] | None = None,
@@ -401,6 +425,7 @@ def run_series(
                 parameters=nb_params,
                 cwd=str(run_dir),
                 kernel_name="python3",
+                kernel_manager_class=_local_kernel_manager(),
                 progress_bar=False,
                 log_output=False,
             )

@@ -210,3 +210,22 @@ def test_sweep_end_to_end_with_cli(series, tmp_path):
                            jobs=2, notebooks=series, only=["01"])
     assert all(code == 0 for _, _, code in again)
     assert (sweep_dir / "seed=1,strategy=egl" / "run.json").stat().st_mtime == mtime  # skipped
+
+
+def test_kernels_talk_over_private_ipc_sockets_without_the_tcp_warning(series, tmp_path):
+    # ipykernel warns "Kernel is running over TCP without encryption" on stderr once per notebook
+    # when it listens on TCP ports; the runner's kernels use local IPC sockets instead.
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("seed: 0\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "fundus_nb", "run", "--preset", str(preset), "--notebooks", str(series),
+         "--run-dir", str(tmp_path / "run"), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "without encryption" not in proc.stderr + proc.stdout
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["01_first"]["seed"] == 0
+    km = runs._local_kernel_manager()()
+    assert km.transport == "ipc" and Path(km.ip).parent.name.startswith("fundus_nb-kernel-")
+    km.cleanup_ipc_files()
+    assert not Path(km.ip).parent.exists()
