@@ -25,8 +25,14 @@ callable with the ``train.fit`` contract (``fit(model, batches, epochs=...)`` wi
 * :func:`select_patches` -- Algorithm 1: score the unlabelled pool, add the top ``k``, update.
 * :func:`select_images` -- Algorithm 2: add the most "interesting" image (largest sum of EGL over
   its grid of patches), then pick patches from it with Algorithm 1.
-* Strategies: ``"egl"`` (the paper), ``"random"`` (the paper's baseline) and ``"entropy"``
-  (predictive-entropy uncertainty sampling: a common alternative the paper does **not** show).
+* Strategies: ``"egl"`` (the paper), ``"random"`` (the paper's baseline), ``"entropy"``
+  (predictive-entropy uncertainty sampling) and ``"badge"`` (Ash et al., ICLR 2020: k-means++
+  seeding on the exact last-layer gradient embeddings, the quantity closed-form EGL computes).
+  Entropy and BADGE are baselines the paper does **not** show; random is the paper's own.
+* Degenerate models: :func:`degeneracy` (one-class predictions, dead units) flags a collapsed model;
+  the remedies :func:`select_images` offers are ``strategy="badge"`` (diversity),
+  ``safeguard=True`` (a class-stratified top-k) and ``steps_per_round`` (a fixed number of SGD
+  steps per update instead of epochs over a growing labelled set).
 """
 
 from __future__ import annotations
@@ -54,9 +60,15 @@ __all__ = [
     "labels_to_reach",
     "curves_on_grid",
     "mean_band",
+    "gradient_embedding",
+    "kmeans_pp",
+    "degeneracy",
+    "fit_until_plateau",
+    "area_under_curve",
+    "standardized_confounder_map",
 ]
 
-STRATEGIES = ("egl", "random", "entropy")
+STRATEGIES = ("egl", "random", "entropy", "badge")
 _PARAMS = ("fc", "all")
 _METHODS = ("auto", "hooks", "func")
 
@@ -442,32 +454,148 @@ def _check_pool(pool) -> PatchPool:
 class _Trainer:
     """Runs ``fit`` on a labelled index set and counts the SGD iterations it takes."""
 
-    def __init__(self, model, pool, fit, batch_size, augment, epochs):
+    def __init__(self, model, pool, fit, batch_size, augment, epochs, steps=None):
         self.model, self.pool, self.fit = model, pool, fit
         self.batch_size, self.augment, self.epochs = int(batch_size), augment, int(epochs)
+        self.steps = None if steps is None else int(steps)
         self.iterations = 0
 
     def __call__(self, idx: np.ndarray, epochs: int | None = None) -> None:
         idx = np.asarray(idx, np.int64)
+        steps = self.steps if epochs is None else None
 
         def batches(epoch, rng):
-            for xb, yb in self.pool.iter_batches(idx, self.batch_size, rng, augment=self.augment):
-                self.iterations += 1
-                yield xb, yb
+            done = 0
+            while True:  # epochs over idx; with ``steps``, cycle until that many batches
+                for xb, yb in self.pool.iter_batches(idx, self.batch_size, rng, augment=self.augment):
+                    self.iterations += 1
+                    done += 1
+                    yield xb, yb
+                    if steps is not None and done >= steps:
+                        return
+                if steps is None:
+                    return
 
-        self.fit(self.model, batches, epochs=self.epochs if epochs is None else int(epochs))
+        self.fit(self.model, batches, epochs=1 if steps is not None else self.epochs if epochs is None else int(epochs))
 
 
-def _pick(model, pool, cand, k, strategy, params, rng) -> np.ndarray:
-    """Top-``k`` of the candidate pool indices under ``strategy`` (random: a uniform draw)."""
+def _pick(model, pool, cand, k, strategy, params, rng, safeguard=False) -> np.ndarray:
+    """``k`` of the candidate pool indices under ``strategy`` (random: a uniform draw).
+
+    ``safeguard``: class-stratified top-k: half of the picks are the top-scored candidates the
+    model predicts positive and half the top-scored it predicts negative (labels stay hidden; when
+    one predicted class has too few candidates, the other fills in).
+    """
     if k >= len(cand):
         return cand.copy()
     if strategy == "random":
         return rng.choice(cand, size=k, replace=False)
-    s = score(model, pool.extract(cand), strategy, params).numpy()
+    x = pool.extract(cand)
+    if strategy == "badge":
+        return cand[kmeans_pp(gradient_embedding(model, x), k, rng)]
+    s = score(model, x, strategy, params).numpy()
     # stable top-k (ties broken by position in cand, so runs are reproducible)
-    order = np.argsort(-s, kind="stable")[:k]
-    return cand[order]
+    order = np.argsort(-s, kind="stable")
+    if not safeguard:
+        return cand[order[:k]]
+    pred = _predict(model, x) >= 0.5
+    pos, neg = order[pred[order]], order[~pred[order]]
+    n_pos = min(len(pos), max(k // 2, k - len(neg)))
+    return cand[np.concatenate([pos[:n_pos], neg[: k - n_pos]])]
+
+
+def _predict(model: nn.Module, x) -> np.ndarray:
+    xt = _as_input(x)
+    dev = _device_of(model)
+    out = []
+    with _eval_mode(model), torch.no_grad():
+        for start in range(0, len(xt), 512):
+            out.append(torch.softmax(_forward(model, xt[start:start + 512].to(dev)), 1)[:, 1].cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def _last_linear(model: nn.Module) -> nn.Module:
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer, so it has no last-layer gradient embedding")
+    return linear[-1]
+
+
+def _penultimate(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input of the last nn.Linear (N, d), logits (N, C)) in eval mode, without gradients."""
+    last, seen = _last_linear(model), []
+    h = last.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    try:
+        with _eval_mode(model), torch.no_grad():
+            logits = _forward(model, x)
+    finally:
+        h.remove()
+    return seen[-1].flatten(1), logits
+
+
+def gradient_embedding(model: nn.Module, patches, batch_size: int = 512) -> np.ndarray:
+    """BADGE embeddings: the exact gradient of the loss w.r.t. the last layer's weights, per patch,
+    at the model's own predicted label ``yhat``: ``(p - e_yhat) ⊗ a`` flattened (N, C*d), with ``a``
+    the last layer's input. This is the per-sample outer product closed-form EGL uses."""
+    x_all = _as_input(patches)
+    _check_fits(model, x_all)
+    dev = _device_of(model)
+    out = []
+    for start in range(0, len(x_all), int(batch_size)):
+        a, logits = _penultimate(model, x_all[start:start + batch_size].to(dev))
+        p = torch.softmax(logits, 1)
+        g = p.clone()
+        g[torch.arange(len(g)), p.argmax(1)] -= 1.0
+        out.append((g[:, :, None] * a[:, None, :]).flatten(1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def kmeans_pp(embeddings: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``k`` rows chosen by k-means++ seeding (D^2 sampling), BADGE's selection step.
+
+    The first row is the one of largest norm (BADGE's choice); each next row is drawn with
+    probability proportional to its squared distance to the nearest row chosen so far. When every
+    remaining distance is 0 (duplicates), the rest are drawn uniformly among the unchosen.
+    """
+    emb = np.asarray(embeddings, np.float64)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer number of patches, got {type(k).__name__}")
+    if not 1 <= k <= len(emb):
+        raise ValueError(
+            f"BADGE was asked for {k} patches but only {len(emb)} remain unlabelled; ask for at most "
+            f"{len(emb)} (lower k) or add images to the pool"
+        )
+    chosen = [int(np.argmax((emb ** 2).sum(1)))]
+    d2 = ((emb - emb[chosen[0]]) ** 2).sum(1)
+    while len(chosen) < k:
+        d2[chosen] = 0.0
+        tot = d2.sum()
+        if tot <= 0:
+            rest = np.setdiff1d(np.arange(len(emb)), chosen)
+            chosen.extend(rng.choice(rest, size=k - len(chosen), replace=False).tolist())
+            break
+        j = int(rng.choice(len(emb), p=d2 / tot))
+        chosen.append(j)
+        d2 = np.minimum(d2, ((emb - emb[j]) ** 2).sum(1))
+    return np.asarray(chosen, np.int64)
+
+
+def degeneracy(model: nn.Module, x, dead_threshold: float = 0.95) -> dict[str, float]:
+    """Is the model degenerate on the probe patches ``x`` (e.g. the balanced validation patches)?
+
+    Returns ``{"positive_rate", "one_class", "dead_units", "collapsed"}``: the share predicted
+    positive (threshold 0.5), whether every probe gets the same class (1.0/0.0), the share of the
+    last layer's input units that are 0 on every probe (dead ReLUs), and ``collapsed`` = 1.0 when
+    the predictions are one-class or at least ``dead_threshold`` of the units are dead.
+    """
+    xt = _as_input(x)
+    a, logits = _penultimate(model, xt.to(_device_of(model)))
+    pred = logits.argmax(1)
+    rate = float((pred == 1).float().mean())
+    one = float(rate in (0.0, 1.0))
+    dead = float((a.abs().amax(0) == 0).float().mean())
+    return {"positive_rate": rate, "one_class": one, "dead_units": dead,
+            "collapsed": float(one == 1.0 or dead >= dead_threshold)}
 
 
 def _record(rec_list, model, eval_fn, **values) -> None:
@@ -603,6 +731,9 @@ def select_images(
     record_interestingness: bool | None = None,
     eval_fn: Callable[[nn.Module], dict] | None = None,
     seed: int = 0,
+    initial: str = "random",
+    safeguard: bool = False,
+    steps_per_round: int | None = None,
 ) -> SelectionResult:
     """Algorithm 2: EGL active selection of images.
 
@@ -620,9 +751,22 @@ def select_images(
         Ground-truth patches of the training images (``pool.positions["image"]`` says whose).
     fovs : sequence of HxW bool masks, optional
         FOV of each pool image (None: the whole image).
-    strategy : {"egl", "random", "entropy"}
+    strategy : {"egl", "random", "entropy", "badge"}
         How the next image and the patches are chosen (entropy: sum of predictive entropy; random:
-        a uniform draw; the paper compares EGL with random only).
+        a uniform draw; badge: the image by sum of Phi as EGL, its patches by k-means++ on the
+        gradient embeddings; the paper compares EGL with random only).
+    initial : {"random", "stratified"}
+        Cold start ``L0`` from the ``mu`` initial images' pool patches: ``"random"`` (the paper: a
+        uniform draw, right for a class-balanced pool) or ``"stratified"`` (half positives, half
+        negatives: the cold start for a natural-prevalence grid pool, where a uniform draw of 160
+        patches at 1 % prevalence holds one or two positives). ValueError when ``"stratified"`` and
+        the initial images have no positive patch.
+    safeguard : bool
+        Class-stratified top-k (remedy against collapse): half the picks from the candidates the
+        model predicts positive, half from those it predicts negative, each by score.
+    steps_per_round : int, optional
+        Each model update runs this many SGD steps (batches cycled over the labelled set) instead
+        of ``epochs_per_round`` passes over a growing set (remedy against collapse).
     rounds : int, optional
         Images added (default: until every image is chosen).
     record_interestingness : bool, optional
@@ -653,7 +797,7 @@ def select_images(
     if params not in _PARAMS:
         raise ValueError(f"params must be one of {_PARAMS}, got {params!r}")
     _selected_modules(model, params)
-    record_int = (strategy == "egl") if record_interestingness is None else bool(record_interestingness)
+    record_int = (strategy in ("egl", "badge")) if record_interestingness is None else bool(record_interestingness)
     rng = np.random.default_rng(seed)
     img_of = pool.positions["image"].astype(np.int64)
     size = pool.size
@@ -665,14 +809,29 @@ def select_images(
         win = np.lib.stride_tricks.sliding_window_view(pool.images[i], (size, size, 3))
         return win[rows, cols, 0]
 
+    if initial not in ("random", "stratified"):
+        raise ValueError(f"initial must be 'random' or 'stratified', got {initial!r}")
+    if steps_per_round is not None and (isinstance(steps_per_round, bool) or int(steps_per_round) < 1):
+        raise ValueError(f"steps_per_round must be a positive number of SGD steps or None, got {steps_per_round!r}")
     chosen = list(rng.choice(n_img, size=mu, replace=False).astype(int))
     cand = np.flatnonzero(np.isin(img_of, chosen))
     n0 = min(int(initial_batches) * int(batch_size), len(cand))
     if n0 == 0:
         raise ValueError(f"the {mu} initial images have no pool patches; raise mu or check the pool")
-    l0 = rng.choice(cand, size=n0, replace=False)
+    if initial == "stratified":
+        pos, neg = cand[pool.labels[cand] == 1], cand[pool.labels[cand] == 0]
+        if len(pos) == 0:
+            raise ValueError(
+                f"the {mu} initial images (pool images {sorted(chosen)}) have no positive patch, so a "
+                "stratified cold start is impossible; raise mu or change seed so an initial image has lesions"
+            )
+        n_pos = min(len(pos), n0 // 2)
+        l0 = np.concatenate([rng.choice(pos, size=n_pos, replace=False),
+                             rng.choice(neg, size=min(len(neg), n0 - n_pos), replace=False)])
+    else:
+        l0 = rng.choice(cand, size=n0, replace=False)
     free = np.setdiff1d(cand, l0)
-    train = _Trainer(model, pool, fit, batch_size, augment, epochs_per_round)
+    train = _Trainer(model, pool, fit, batch_size, augment, epochs_per_round, steps_per_round)
     res = SelectionResult(strategy=strategy, selected=[l0], image_order=list(chosen))
     train(l0, epochs=1)
     res.initial_iterations = train.iterations
@@ -686,12 +845,12 @@ def select_images(
         if need:
             for i in rest:
                 s = (
-                    expected_gradient_length(model, grid(i), params)
-                    if strategy == "egl" or (strategy == "random" and record_int)
-                    else predictive_entropy(model, grid(i))
+                    predictive_entropy(model, grid(i))
+                    if strategy == "entropy"
+                    else expected_gradient_length(model, grid(i), params)
                 )
                 sig[i] = float(s.sum())
-                if strategy == "egl" or strategy == "random":
+                if strategy != "entropy":
                     interest[r, i] = sig[i]
             if strategy == "entropy" and record_int:
                 for i in rest:
@@ -707,7 +866,7 @@ def select_images(
         for _ in range(int(inner_rounds)):
             if len(free) == 0:
                 break
-            new = _pick(model, pool, free, k, strategy, params, rng)
+            new = _pick(model, pool, free, k, strategy, params, rng, safeguard)
             free = np.setdiff1d(free, new)
             labelled = np.concatenate([labelled, new])
             added.append(new)
@@ -774,3 +933,129 @@ def mean_band(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.n
             sd = np.nanstd(v, axis=0, ddof=1) if v.shape[0] > 1 else np.zeros(v.shape[1])
         half = np.where(n > 1, stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * sd / np.sqrt(n), 0.0)
     return mean, mean - half, mean + half
+
+
+def fit_until_plateau(
+    model: nn.Module,
+    fit: Callable[..., Any],
+    batches: Callable[[int, np.random.Generator], Any],
+    val_loss: Callable[[nn.Module], float],
+    *,
+    max_epochs: int = 30,
+    patience: int = 2,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train epoch by epoch until the validation loss stops improving; keep the best epoch.
+
+    **Rule**: after each epoch ``val_loss(model)`` is measured; training stops when it has not
+    fallen below its best value for ``patience`` epochs in a row, or after ``max_epochs`` (the
+    paper's 30), and the weights of the best epoch are restored. ``batches(epoch, rng)`` gets
+    ``rng = default_rng([seed, epoch])`` as in the ``train.fit`` contract.
+
+    Returns ``{"epochs", "best_epoch", "val_loss"}`` (the list of losses per epoch).
+    """
+    import copy
+
+    if int(max_epochs) < 1 or int(patience) < 1:
+        raise ValueError(f"max_epochs and patience must be >= 1, got {max_epochs} and {patience}")
+    losses, best, best_state, since = [], np.inf, None, 0
+    for epoch in range(int(max_epochs)):
+        fit(model, lambda _e, _r, ep=epoch: batches(ep, np.random.default_rng([seed, ep])), epochs=1)
+        loss = float(val_loss(model))
+        losses.append(loss)
+        if loss < best:
+            best, best_state, since = loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            since += 1
+            if since >= int(patience):
+                break
+    model.load_state_dict(best_state)
+    return {"epochs": len(losses), "best_epoch": int(np.argmin(losses)) + 1, "val_loss": losses}
+
+
+def area_under_curve(x, y) -> float:
+    """Normalised area under ``y`` against ``x`` (trapezoids / x range): the mean height of a
+    learning curve over its span of labelled patches, so curves over the same span compare."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or x[-1] <= x[0]:
+        return float(y[-1]) if len(y) else float("nan")
+    return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)) / (x[-1] - x[0]))
+
+
+def standardized_confounder_map(raw, std) -> np.ndarray | None:
+    """The synthetic ``confounder_map`` of ``raw`` mapped into the geometry of its standardized
+    record ``std`` (nearest pixel, through the same FOV crop box), or None without a map.
+
+    ``preprocess.standardize_record`` maps the image, masks and fov but carries other fields
+    unchanged, so the notebook maps this analysis-only map here.
+    """
+    from . import preprocess
+
+    km = getattr(raw, "confounder_map", None)
+    if km is None:
+        return None
+    top, left, side = preprocess.crop_box(raw.fov)
+    size = std.image.shape[0]
+    src = np.floor(top + (np.arange(size) + 0.5) * side / size).astype(int)
+    srcc = np.floor(left + (np.arange(size) + 0.5) * side / size).astype(int)
+    h, w = km.shape
+    ok_r, ok_c = (src >= 0) & (src < h), (srcc >= 0) & (srcc < w)
+    out = np.zeros((size, size), np.uint8)
+    out[np.ix_(ok_r, ok_c)] = km[np.ix_(src[ok_r], srcc[ok_c])]
+    out[~std.fov] = 0
+    return out
+
+
+def grid_kinds(pool: PatchPool, kind_maps: Sequence[np.ndarray | None], window: int) -> np.ndarray:
+    """Confounder code of every pool position: the highest code of ``kind_maps[image]`` within the
+    square window of half-width ``window`` px around the centre (the grid label rule's window), 0
+    where none (or no map). For analysis only (false positives per kind, what a strategy picked)."""
+    from scipy import ndimage
+
+    out = np.zeros(len(pool), np.uint8)
+    img = pool.positions["image"]
+    for i, km in enumerate(kind_maps):
+        sel = np.flatnonzero(img == i)
+        if km is None or not len(sel):
+            continue
+        near = ndimage.maximum_filter(np.asarray(km, np.uint8), size=2 * int(window) + 1, mode="constant")
+        out[sel] = near[pool.positions["row"][sel], pool.positions["col"][sel]]
+    return out
+
+
+@dataclass
+class GridSet:
+    """A (subsampled) natural-prevalence grid ready to score: uint8 patches, labels, confounder
+    codes, inverse-probability weights, the full grid's size and exact prevalence."""
+
+    x: np.ndarray
+    y: np.ndarray
+    kinds: np.ndarray
+    weights: np.ndarray
+    n_grid: int
+    prevalence: float
+
+
+def grid_set(records, kind_maps, *, stride: float = 16, window: float = 8, plain_cap: int | None = None,
+             seed: int = 0, size: int = 48) -> GridSet:
+    """``patches.grid_pool`` of ``records`` with every positive and every confounder negative kept and
+    the plain background subsampled uniformly to ``plain_cap`` (None: all), each kept plain patch
+    weighted ``n_plain / plain_cap`` (inverse inclusion probability), so weighted AP and
+    false-positive rates estimate the full grid's."""
+    from . import patches as _patches
+    from . import preprocess
+
+    pool = _patches.grid_pool(records, size=size, stride=stride, window=window)
+    side = max(records[0].image.shape[:2])
+    kinds = grid_kinds(pool, kind_maps, int(round(preprocess.scale_length(window, side, "window"))))
+    strata = np.where(pool.labels == 1, -1, kinds.astype(int))
+    rng = np.random.default_rng(seed)
+    plain = np.flatnonzero(strata == 0)
+    keep, w = np.ones(len(pool), bool), np.ones(len(pool))
+    if plain_cap is not None and plain_cap < len(plain):
+        drop = np.setdiff1d(plain, rng.choice(plain, size=int(plain_cap), replace=False))
+        keep[drop] = False
+        w[plain] = len(plain) / int(plain_cap)
+    idx = np.flatnonzero(keep)
+    return GridSet(pool.extract(idx), pool.labels[idx].astype(int), kinds[idx], w[idx], len(pool),
+                   float(pool.labels.mean()))

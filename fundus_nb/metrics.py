@@ -42,6 +42,8 @@ __all__ = [
     "froc",
     "sensitivity_at",
     "froc_all_images",
+    "bootstrap_ratio",
+    "grid_scores",
 ]
 
 #: Replicates processed together: a chunk holds at most this many resampled values.
@@ -649,3 +651,62 @@ def froc_all_images(
     # the far detections of each image become a "negative image" of their own: froc then divides
     # their count by the number of test images and checks every array as usual
     return froc({**near, **far}, lesions, list(far), tolerance, shapes)
+
+
+# ------------------------------------------------------------------ label efficiency over seeds
+def bootstrap_ratio(numer, denom, n_bootstrap: int = 10000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """Paired ratio ``numer / denom`` over seeds with a percentile bootstrap CI.
+
+    Per seed ``r_i = numer_i / denom_i``; the summary is the geometric mean ``exp(mean(log r_i))``
+    (a ratio and its inverse summarise symmetrically). The CI resamples the seeds with replacement
+    (``rng = default_rng(seed)``, ``rng.integers(0, n, (n_bootstrap, n))``) and takes the
+    ``alpha/2`` and ``1-alpha/2`` quantiles of the replicated geometric means. Seeds where either
+    value is not finite and positive are left out (counted in ``"n_used"``).
+
+    Returns ``{"mean", "ci_low", "ci_high", "per_seed", "n_used"}`` (None where undefined).
+    """
+    a, b = np.asarray(numer, float).ravel(), np.asarray(denom, float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"numer and denom need one value per seed each, got {a.shape} and {b.shape}")
+    n_bootstrap, alpha = _check_n_bootstrap(n_bootstrap), _check_alpha(alpha)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = a / b
+    per_seed = [float(x) if np.isfinite(x) else None for x in r]
+    ok = np.isfinite(r) & (r > 0)
+    logs = np.log(r[ok])
+    if len(logs) == 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "per_seed": per_seed, "n_used": 0}
+    idx = np.random.default_rng(seed).integers(0, len(logs), (n_bootstrap, len(logs)))
+    reps = np.exp(logs[idx].mean(1))
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
+    return {"mean": float(np.exp(logs.mean())), "ci_low": float(lo), "ci_high": float(hi),
+            "per_seed": per_seed, "n_used": int(len(logs))}
+
+
+def grid_scores(y_true, y_score, kinds=None, kind_names: Sequence[str] | None = None, weights=None,
+                threshold: float = 0.5) -> dict:
+    """Scores of a patch detector on a natural-prevalence grid.
+
+    ``ap``: average precision (scikit-learn ``average_precision_score``, with ``weights`` as
+    sample weights when the grid was subsampled); ``prevalence``: weighted positive share;
+    ``fp_rate``: per confounder kind (``kinds`` > 0, named by ``kind_names``) and on ``"plain"``
+    background (kind 0), the weighted share of *negatives* scored ``>= threshold``.
+    """
+    from sklearn.metrics import average_precision_score
+
+    y = np.asarray(y_true).astype(int).ravel()
+    p = np.asarray(y_score, float).ravel()
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, float).ravel()
+    if not (len(p) == len(y) == len(w)):
+        raise ValueError(f"y_true, y_score and weights need the same length, got {len(y)}, {len(p)}, {len(w)}")
+    out = {"ap": float(average_precision_score(y, p, sample_weight=w)) if y.any() else None,
+           "prevalence": float(np.sum(w * y) / np.sum(w))}
+    if kinds is not None:
+        kinds = np.asarray(kinds).ravel()
+        names = list(kind_names) if kind_names is not None else [str(k) for k in range(int(kinds.max()) + 1)]
+        fp = {}
+        for code, name in enumerate(names):
+            m = (kinds == code) & (y == 0)
+            fp["plain" if code == 0 else name] = float(np.sum(w[m] * (p[m] >= threshold)) / np.sum(w[m])) if m.any() else None
+        out["fp_rate"] = fp
+    return out
