@@ -390,3 +390,127 @@ def test_select_images_baselines(strategy):
     for r in range(2):
         cand = [i for i in range(5) if i not in order[: 2 + r]]
         assert np.isfinite(res.interestingness[r, cand]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# BADGE, collapse detection, remedies, reference rule, label-efficiency summaries
+# ---------------------------------------------------------------------------------------------
+def test_gradient_embedding_is_the_last_layer_gradient():
+    """Brute force: autograd of the loss at the predicted label w.r.t. the last Linear's weight."""
+    model = trained_lenet()
+    x = rand_patches(6, seed=7)
+    emb = egl.gradient_embedding(model, x)
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    model.eval()
+    for i in range(len(x)):
+        logits = model(x[i:i + 1])
+        yhat = logits.argmax(1)
+        (g,) = torch.autograd.grad(nn.functional.cross_entropy(logits, yhat), [last.weight])
+        np.testing.assert_allclose(emb[i], g.flatten().numpy(), rtol=1e-4, atol=1e-7)
+    # EGL's own closed form: the last layer's weight-gradient norm equals the embedding's norm
+    assert emb.shape == (6, last.weight.numel())
+
+
+def test_kmeans_pp_d2_sampling_matches_a_loop():
+    emb = np.random.default_rng(0).normal(size=(40, 5))
+    got = egl.kmeans_pp(emb, 6, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    want = [int(np.argmax((emb ** 2).sum(1)))]
+    for _ in range(5):
+        d2 = np.array([min(((e - emb[j]) ** 2).sum() for j in want) for e in emb])
+        d2[want] = 0
+        want.append(int(rng.choice(len(emb), p=d2 / d2.sum())))
+    assert got.tolist() == want and len(set(want)) == 6
+    dup = np.zeros((5, 3))  # all identical: the rest is drawn uniformly, still distinct
+    assert len(set(egl.kmeans_pp(dup, 4, np.random.default_rng(0)).tolist())) == 4
+
+
+def test_kmeans_pp_bad_k():
+    with pytest.raises(ValueError, match="BADGE was asked for 9 patches but only 4 remain"):
+        egl.kmeans_pp(np.zeros((4, 2)), 9, np.random.default_rng(0))
+    with pytest.raises(TypeError, match="integer"):
+        egl.kmeans_pp(np.zeros((4, 2)), 2.0, np.random.default_rng(0))
+
+
+def test_degeneracy_flags_one_class_and_dead_units():
+    model = trained_lenet()
+    x = rand_patches(20, seed=2)
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([1.0, -1.0]))  # always "negative"
+    d = egl.degeneracy(model, x)
+    assert d["one_class"] == 1.0 and d["positive_rate"] == 0.0 and d["collapsed"] == 1.0
+    healthy = trained_lenet()
+    dead = egl.degeneracy(healthy, x)["dead_units"]
+    # independent count of dead penultimate units with a forward hook
+    seen = []
+    h = [m for m in healthy.modules() if isinstance(m, nn.Linear)][-1].register_forward_hook(
+        lambda m, i, o: seen.append(i[0]))
+    with torch.no_grad():
+        healthy(x)
+    h.remove()
+    assert dead == pytest.approx(float((seen[0].abs().amax(0) == 0).float().mean()))
+
+
+@pytest.mark.parametrize("extra", [{"strategy": "badge"}, {"safeguard": True}, {"steps_per_round": 3}])
+def test_select_images_remedies_run_and_count(extra):
+    pool, _ = make_pool(n_images=5, per_image=20, seed=6)
+    torch.manual_seed(0)
+    res = egl.select_images(LeNet(), pool, FIT, mu=2, rounds=2, k=8, stride=48, seed=1, augment=False,
+                            initial_batches=1, batch_size=16, **extra)
+    lab = res.labelled
+    assert len(np.unique(lab)) == len(lab) == 16 + 16
+    if "steps_per_round" in extra:  # a fixed number of SGD steps per update
+        its = [r["iterations"] for r in res.records]
+        assert np.diff(its).tolist() == [3, 3]
+
+
+def test_safeguard_takes_half_from_each_predicted_class():
+    pool, _ = make_pool(n_images=2, per_image=60, seed=1)
+    model = trained_lenet()
+    cand = np.arange(len(pool))
+    pred = egl._predict(model, pool.extract(cand)) >= 0.5
+    picks = egl._pick(model, pool, cand, 10, "egl", "fc", np.random.default_rng(0), safeguard=True)
+    n_pos_pred = pred[picks].sum()
+    assert n_pos_pred == min(pred.sum(), max(5, 10 - (~pred).sum()))
+    phi = egl.expected_gradient_length(model, pool.extract(cand)).numpy()
+    top_pos = cand[pred][np.argsort(-phi[pred], kind="stable")][:n_pos_pred]
+    assert set(top_pos) <= set(picks)  # the positives picked are the top-Phi predicted positives
+
+
+def test_stratified_cold_start_and_no_positive_error():
+    pool, _ = make_pool(n_images=4, per_image=30, seed=2)
+    res = egl.select_images(LeNet(), pool, FIT, mu=2, rounds=0, seed=0, augment=False, initial_batches=1,
+                            batch_size=16, initial="stratified")
+    assert pool.labels[res.selected[0]].sum() == 8
+    neg = PatchPool(pool.images_list if hasattr(pool, "images_list") else [np.zeros((96, 96, 3), np.uint8)] * 4,
+                    np.stack([np.repeat(np.arange(4), 5), np.full(20, 48), np.full(20, 48)], 1), np.zeros(20), 48)
+    with pytest.raises(ValueError, match="initial images .* have no positive patch"):
+        egl.select_images(LeNet(), neg, FIT, mu=2, rounds=0, initial="stratified")
+
+
+def test_fit_until_plateau_rule():
+    losses = iter([5.0, 4.0, 4.5, 3.0, 3.5, 3.6, 1.0])
+    calls = []
+    model = nn.Linear(2, 2)
+    w0 = float(model.weight[0, 0])
+
+    def fit(m, batches, epochs):
+        calls.append(epochs)
+        with torch.no_grad():
+            m.weight.add_(1.0)  # the weights record how many epochs ran
+
+    info = egl.fit_until_plateau(model, fit, lambda e, r: [], lambda m: next(losses), max_epochs=20, patience=2, seed=0)
+    # best 3.0 at epoch 4, then two epochs without improvement: stop after 6, keep epoch 4's weights
+    assert info["epochs"] == 6 and info["best_epoch"] == 4 and info["val_loss"] == [5.0, 4.0, 4.5, 3.0, 3.5, 3.6]
+    assert float(model.weight[0, 0].detach()) == pytest.approx(w0 + 4)  # the best epoch's weights are restored
+    assert calls == [1] * 6
+
+
+def test_area_under_curve_trapezoid():
+    x, y = [0, 10, 30], [0.0, 0.5, 1.0]
+    assert egl.area_under_curve(x, y) == pytest.approx((0.25 * 10 + 0.75 * 20) / 30)
+    from scipy.integrate import trapezoid
+
+    assert egl.area_under_curve(x, y) == pytest.approx(trapezoid(y, x) / 30)

@@ -287,3 +287,41 @@ def test_roc_curve_ci_against_sklearn_roc_on_same_replicates():
     np.testing.assert_allclose(band.lo, np.quantile(reps, 0.05, axis=0), atol=1e-12)
     np.testing.assert_allclose(band.hi, np.quantile(reps, 0.95, axis=0), atol=1e-12)
     assert np.all(band.lo <= band.tpr + 1e-12) and np.all(band.tpr <= band.hi + 1e-12)
+
+
+# ------------------------------------------------------------------ label efficiency (issue 10)
+
+def test_bootstrap_ratio_matches_a_loop():
+    from fundus_nb import metrics as M
+
+    a, b = np.array([100.0, 80, 120, 60, 90]), np.array([150.0, 100, 110, 120, 100])
+    out = M.bootstrap_ratio(a, b, n_bootstrap=500, seed=4)
+    logs = np.log(a / b)
+    rng = np.random.default_rng(4)
+    idx = rng.integers(0, 5, (500, 5))
+    reps = [np.exp(np.mean(logs[row])) for row in idx]
+    assert out["mean"] == pytest.approx(np.exp(logs.mean()))
+    assert out["ci_low"] == pytest.approx(np.quantile(reps, 0.025))
+    assert out["ci_high"] == pytest.approx(np.quantile(reps, 0.975))
+    assert out["per_seed"] == pytest.approx((a / b).tolist()) and out["n_used"] == 5
+    out = M.bootstrap_ratio([1.0, np.nan], [2.0, 1.0], n_bootstrap=10)
+    assert out["per_seed"][1] is None and out["n_used"] == 1
+
+
+def test_grid_scores_match_sklearn_and_count_fp_per_kind():
+    from sklearn.metrics import average_precision_score
+
+    from fundus_nb import metrics as M
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(300) < 0.1).astype(int)
+    p = np.clip(0.3 * y + rng.random(300) * 0.8, 0, 1)
+    kinds = np.where(y == 1, 0, rng.integers(0, 3, 300))
+    w = rng.uniform(1, 3, 300)
+    out = M.grid_scores(y, p, kinds, ["none", "drusen", "rim"], weights=w)
+    assert out["ap"] == pytest.approx(average_precision_score(y, p, sample_weight=w))
+    assert out["prevalence"] == pytest.approx(np.sum(w * y) / w.sum())
+    for code, key in enumerate(["plain", "drusen", "rim"]):
+        m = (kinds == code) & (y == 0)
+        want = sum(wi for wi, pi in zip(w[m], p[m]) if pi >= 0.5) / w[m].sum()
+        assert out["fp_rate"][key] == pytest.approx(want)
