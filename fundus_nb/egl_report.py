@@ -202,6 +202,7 @@ def notebook_metrics(*, test_grid, reference, plateau, full_scores, eff, collaps
         "ratio_egl_random": {k: {kk: eff["ratio"][k][kk] for kk in ("mean", "ci_low", "ci_high", "per_seed")}
                              for k in ("n_patches", "n_images", "aulc")},
         "target_ap": eff["target_ap"], "needed": eff["needed"], "censored": eff["censored"],
+        "summary": {k: _text(eff["ratio"][k], collapses) for k in ("n_patches", "aulc")},
         "collapses": {n: c["runs"] for n, c in collapses.items()},
         "collapse_detail": collapses,
         "confounders": fp_table,
@@ -210,6 +211,15 @@ def notebook_metrics(*, test_grid, reference, plateau, full_scores, eff, collaps
         "test_dataset": test_other,
         "settings": settings,
     }
+
+
+def _text(r: dict, collapses: dict) -> str:
+    """README cell: geometric mean [95% CI], collapsed EGL and random runs."""
+    if r["mean"] is None:
+        return "n/a"
+    c = collapses
+    return (f"{r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] (collapsed: EGL {c['egl']['runs']}/{c['egl']['of']}, "
+            f"random {c['random']['runs']}/{c['random']['of']})")
 
 
 def _fmt(r: dict) -> str:

@@ -462,8 +462,10 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 
 # (label, section of metrics.json, dotted key). Keys that a run lacks show as "n/a".
 HEADLINES: list[tuple[str, str, str]] = [
-    ("EGL/random labelled patches to reach the reference (mean)", "03_lenet_egl", "ratio_egl_random.n_patches.mean"),
-    ("EGL/random labelled images to reach the reference (mean)", "03_lenet_egl", "ratio_egl_random.n_images.mean"),
+    ("EGL/random labelled patches to reach the reference grid AP [95% CI]", "03_lenet_egl", "summary.n_patches"),
+    ("EGL/random area under the AP-vs-patches curve [95% CI] (>1: EGL better)", "03_lenet_egl", "summary.aulc"),
+    ("Natural-prevalence test grid: exudate share", "03_lenet_egl", "pool.prevalence"),
+    ("Converged reference: test grid AP", "03_lenet_egl", "reference.test.ap"),
     ("SeS/NSeS epochs to plateau (mean)", "04_ses_hemorrhage", "plateau_ratio_ses_over_nses.mean"),
     ("Final monitoring Az SeS (mean)", "04_ses_hemorrhage", "final_monitor_az.SeS.mean"),
     ("Final monitoring Az NSeS (mean)", "04_ses_hemorrhage", "final_monitor_az.NSeS.mean"),
