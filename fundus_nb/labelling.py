@@ -1,0 +1,452 @@
+"""The expert in the loop: EGL proposes, an ophthalmologist (or a simulated one) labels.
+
+:class:`LabellingLoop` is the headless core of notebook 07 and of
+:func:`fundus_nb.widgets.labelling_widget`. It holds the model, the unlabelled images and the
+labels given so far, and offers
+
+* :meth:`~LabellingLoop.next_image` -- Algorithm 2's choice: the unchosen image with the largest
+  interestingness (sum of the expected gradient length Phi over its grid of patches), or a random
+  one with ``strategy="random"``;
+* :meth:`~LabellingLoop.propose` -- the current image's ``k`` unlabelled grid patches with the
+  largest Phi (Algorithm 1's top-k), a uniform draw (``"random"``) or BADGE's diverse picks;
+* :meth:`~LabellingLoop.label` / :meth:`~LabellingLoop.undo` -- answers ``"exudate"``,
+  ``"healthy"`` or ``"skip"``;
+* :meth:`~LabellingLoop.update` -- the model update on everything labelled so far (a fixed number
+  of SGD steps on D4-augmented patches, :func:`fundus_nb.train.fit`).
+
+Nothing is lost: every answer is appended to ``run_dir/labels.jsonl`` (one JSON object a line,
+flushed and fsynced before :meth:`label` returns, so a crash loses at most the answer being
+written); the file is only ever appended to, an undo is an ``"undo"`` line. The model after each
+update is written atomically to ``run_dir/labelling_model.pt``. Opening a loop on the same
+``run_dir`` replays the file and continues where the last session stopped.
+
+An ``oracle`` (for example :func:`mask_oracle`, the ground truth under the series' grid label rule)
+answers in place of the expert, so the same loop runs in tests and under papermill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import egl
+from ._io import atomic_torch_save, atomic_write_json
+from .metrics import patch_metrics
+from .models import predict_proba
+from .patches import PatchPool, augment_d4, extract, patchify, to_tensor
+from .preprocess import scale_length
+from .train import fit
+
+__all__ = ["LABELS", "LABELS_FILE", "Proposal", "LabellingLoop", "mask_oracle"]
+
+#: The answers an expert can give.
+LABELS = ("exudate", "healthy", "skip")
+#: Name of the append-only answer log in the run folder.
+LABELS_FILE = "labels.jsonl"
+MODEL_FILE = "labelling_model.pt"
+HISTORY_FILE = "labelling_history.json"
+FORMAT = "fundus_nb.labels/1"
+STRATEGIES = ("egl", "random", "badge")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A patch the loop asks about: its id, where it lies, its rank and score (Phi for EGL)."""
+
+    patch_id: str
+    image_id: str
+    row: int
+    col: int
+    size: int
+    number: int
+    score: float
+
+
+def _patch_id(image_id: str, row: int, col: int) -> str:
+    return f"{image_id}@{int(row)},{int(col)}"
+
+
+def mask_oracle(records: Sequence, window: float = 8.0) -> Callable[[str, int, int], str]:
+    """A simulated expert answering from the records' exudate masks.
+
+    It follows the series' grid label rule (:func:`fundus_nb.patches.grid_pool`): a patch is an
+    exudate patch when an exudate pixel lies within ``window`` pixels (Chebyshev distance, given
+    at 512-px scale) of its centre, else healthy.
+    """
+    masks, halves = {}, {}
+    for rec in records:
+        if rec.exudate_mask is None:
+            raise ValueError(f"record {rec.id!r} has no exudate mask, so a mask oracle cannot answer for it; "
+                             "use annotated images or label by hand")
+        mask = np.asarray(rec.exudate_mask, bool)
+        masks[rec.id] = mask
+        halves[rec.id] = int(round(scale_length(window, max(mask.shape), "window")))
+
+    def answer(image_id: str, row: int, col: int) -> str:
+        h = halves[image_id]
+        win = masks[image_id][max(row - h, 0) : row + h + 1, max(col - h, 0) : col + h + 1]
+        return "exudate" if win.any() else "healthy"
+
+    return answer
+
+
+class LabellingLoop:
+    """EGL-guided labelling of exudate patches, persisted in ``run_dir``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A two-class patch classifier taking ``patch_size`` patches (a :class:`~fundus_nb.models.LeNet`).
+    records : sequence of FundusImage
+        Standardized images (``image``, ``fov``) the expert may be asked about; ids must be unique.
+    run_dir : path
+        Where ``labels.jsonl``, the model and the update history live. An existing ``labels.jsonl``
+        is replayed (it must be for these images and this patch size).
+    patch_size : int
+        Side of the proposed patches (48 in the EGL paper).
+    stride, image_stride : float
+        Grid step of the proposals and of the interestingness grid, in pixels at 512-px scale.
+    strategy : {"egl", "random", "badge"}
+        How images and patches are proposed (random and BADGE are baselines the paper does not show;
+        BADGE picks the current image's patches only and chooses images like EGL).
+    k : int
+        Patches proposed at a time.
+    oracle : callable, optional
+        ``oracle(image_id, row, col) -> "exudate" | "healthy" | "skip"``; used by :meth:`answer`.
+    val_pool : PatchPool, optional
+        Validation patches; :meth:`update` then records their F-measure.
+    steps_per_update, batch_size, lr, momentum : SGD settings of :meth:`update`.
+    seed : int
+        Seeds image/patch draws and the update's batches.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        records: Sequence,
+        run_dir: str | os.PathLike,
+        *,
+        patch_size: int = 48,
+        stride: float = 16.0,
+        image_stride: float = 48.0,
+        strategy: str = "egl",
+        k: int = 8,
+        oracle: Callable[[str, int, int], str] | None = None,
+        val_pool: PatchPool | None = None,
+        steps_per_update: int = 20,
+        batch_size: int = 32,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        seed: int = 0,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        for name, v in (("k", k), ("steps_per_update", steps_per_update), ("batch_size", batch_size),
+                        ("patch_size", patch_size)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        self.records = list(records)
+        if not self.records:
+            raise ValueError("no records given: the labelling loop needs at least one image")
+        self.ids = [str(r.id) for r in self.records]
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError("record ids must be unique: the labels file names patches by image id")
+        self.index = {i: n for n, i in enumerate(self.ids)}
+        self.model, self.patch_size, self.strategy, self.k = model, int(patch_size), strategy, int(k)
+        self.stride, self.image_stride = float(stride), float(image_stride)
+        self.oracle, self.val_pool = oracle, val_pool
+        self.steps_per_update, self.batch_size = int(steps_per_update), int(batch_size)
+        self.lr, self.momentum, self.seed = float(lr), float(momentum), int(seed)
+        self._check_model()
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.labels_path = self.run_dir / LABELS_FILE
+        self.rng = np.random.default_rng(self.seed)
+        self.chosen: list[int] = []  # image indices in the order they were chosen
+        self.current: int | None = None
+        self.proposals: list[Proposal] = []
+        self.phi_map: np.ndarray | None = None
+        self._known: dict[str, dict] = {}  # every patch ever proposed or labelled: where it lies
+        self._stack: list[dict] = []  # label events not undone, in order
+        self.history: list[dict] = []
+        self.seconds_labelling = 0.0
+        self._t_last = time.monotonic()
+        self._replay()
+        self._load_model_and_history()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def round(self) -> int:
+        """Images chosen so far (the Algorithm 2 round)."""
+        return len(self.chosen)
+
+    @property
+    def labels(self) -> dict[str, dict]:
+        """The current answer of every labelled patch (undone answers removed; last answer wins)."""
+        out: dict[str, dict] = {}
+        for ev in self._stack:
+            out[ev["patch_id"]] = ev
+        return out
+
+    def counts(self) -> dict[str, int]:
+        """How many patches carry each answer."""
+        c = {name: 0 for name in LABELS}
+        for ev in self.labels.values():
+            c[ev["label"]] += 1
+        return c
+
+    def _check_model(self) -> None:
+        try:
+            with torch.no_grad():
+                was = self.model.training
+                self.model.eval()
+                dev = next(self.model.parameters()).device
+                out = self.model(torch.zeros(1, 3, self.patch_size, self.patch_size, device=dev))
+                self.model.train(was)
+        except (RuntimeError, ValueError, StopIteration) as exc:
+            raise ValueError(
+                f"the model does not take {self.patch_size}x{self.patch_size} patches ({exc}); "
+                f"pass a model built for that input (LeNet for 48 px) or set patch_size to its input size"
+            ) from None
+        if out.shape != (1, 2):
+            raise ValueError(f"the model must return 2 logits per patch, got output shape {tuple(out.shape)}")
+
+    # ------------------------------------------------------------------ persistence
+    def _append(self, event: dict) -> None:
+        line = json.dumps(event, sort_keys=True) + "\n"
+        with open(self.labels_path, "ab") as fh:
+            if fh.tell() > 0:  # a torn last line (crash mid-write) must not swallow this one
+                with open(self.labels_path, "rb") as rd:
+                    rd.seek(-1, os.SEEK_END)
+                    if rd.read(1) != b"\n":  # close it and say so, so replay knows it is not a hand edit
+                        fh.write(b"\n" + json.dumps({"event": "torn", "time": time.time()}).encode() + b"\n")
+            fh.write(line.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _replay(self) -> None:
+        if not self.labels_path.is_file():
+            self._append({"event": "open", "format": FORMAT, "patch_size": self.patch_size,
+                          "strategy": self.strategy, "time": time.time()})
+            return
+        lines = self.labels_path.read_text(encoding="utf-8").splitlines()
+        for n, line in enumerate(lines, 1):
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                nxt = lines[n] if n < len(lines) else ""
+                if n == len(lines) or nxt.startswith('{"event": "torn"'):
+                    continue  # the answer being written when a session crashed
+                raise ValueError(f"{self.labels_path} line {n} is not JSON; the file was edited by hand - "
+                                 "restore it or use another run_dir") from None
+            self._apply(ev, n)
+
+    def _apply(self, ev: dict, n: int) -> None:
+        kind = ev.get("event")
+        where = f"{self.labels_path} line {n}"
+        if kind == "open":
+            if ev.get("patch_size") != self.patch_size:
+                raise ValueError(f"{where}: these labels are for {ev.get('patch_size')}-px patches, not "
+                                 f"{self.patch_size}; use patch_size={ev.get('patch_size')} or another run_dir")
+        elif kind == "image":
+            if ev["image_id"] not in self.index:
+                raise ValueError(f"{where}: the labels name image {ev['image_id']!r}, which is not among this "
+                                 "loop's images; open the loop with the images it was made for or use another run_dir")
+            self.chosen.append(self.index[ev["image_id"]])
+            self.current = self.chosen[-1]
+        elif kind == "label":
+            if ev["image_id"] not in self.index:
+                raise ValueError(f"{where}: the labels name image {ev['image_id']!r}, which is not among this "
+                                 "loop's images; open the loop with the images it was made for or use another run_dir")
+            if ev["size"] != self.patch_size:
+                raise ValueError(f"{where}: a {ev['size']}-px patch, but this loop cuts {self.patch_size}-px "
+                                 "patches; use the patch size the labels were made with or another run_dir")
+            self._known[ev["patch_id"]] = {k: ev[k] for k in ("image_id", "row", "col")}
+            self._stack.append(ev)
+            self.seconds_labelling = float(ev.get("seconds_total", self.seconds_labelling))
+        elif kind == "undo":
+            if self._stack:
+                self._stack.pop()
+
+    def _load_model_and_history(self) -> None:
+        path = self.run_dir / MODEL_FILE
+        if path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state["state_dict"])
+        hist = self.run_dir / HISTORY_FILE
+        if hist.is_file():
+            self.history = json.loads(hist.read_text())["updates"]
+
+    # ------------------------------------------------------------------ choosing
+    def _grid(self, i: int, stride: float) -> tuple[np.ndarray, np.ndarray]:
+        rec = self.records[i]
+        step = max(1, int(round(scale_length(stride, max(rec.image.shape[:2]), "stride"))))
+        fov = getattr(rec, "fov", None)
+        return patchify(rec.image.shape[:2] if fov is None else np.asarray(fov, bool), self.patch_size, step)
+
+    def _phi_map(self, i: int, stride: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rec = self.records[i]
+        step = max(1, int(round(scale_length(stride, max(rec.image.shape[:2]), "stride"))))
+        fov = getattr(rec, "fov", None)
+        phi_map = egl.egl_map(self.model, rec.image, fov, stride=step, patch_size=self.patch_size)
+        rows, cols = self._grid(i, stride)
+        return phi_map, rows, cols, phi_map[rows, cols]
+
+    def interestingness(self) -> dict[str, float]:
+        """Sum of Phi over each unchosen image's grid (``image_stride``): Algorithm 2's score."""
+        out = {}
+        for i in range(len(self.records)):
+            if i not in self.chosen:
+                out[self.ids[i]] = float(np.nansum(self._phi_map(i, self.image_stride)[3]))
+        return out
+
+    def next_image(self) -> str:
+        """Choose the next image to annotate (largest interestingness, or random) and return its id."""
+        left = [i for i in range(len(self.records)) if i not in self.chosen]
+        if not left:
+            raise ValueError("every image has been chosen already; add images or stop labelling")
+        if self.strategy == "random":
+            i = int(self.rng.choice(left))
+        else:
+            sigma = self.interestingness()
+            i = self.index[max(sigma, key=sigma.get)]
+        self.chosen.append(i)
+        self.current = i
+        self.proposals = []
+        self._append({"event": "image", "image_id": self.ids[i], "round": self.round,
+                      "strategy": self.strategy, "time": time.time()})
+        return self.ids[i]
+
+    def propose(self, k: int | None = None) -> list[Proposal]:
+        """The next ``k`` unlabelled patches of the current image (a new image first if needed)."""
+        k = self.k if k is None else int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if self.current is None:
+            self.next_image()
+        i = self.current
+        self.phi_map, rows, cols, phi = self._phi_map(i, self.stride)
+        done = self.labels
+        free = np.array([_patch_id(self.ids[i], r, c) not in done for r, c in zip(rows, cols)], bool)
+        if not free.any():
+            self.next_image()
+            return self.propose(k)
+        cand = np.flatnonzero(free)
+        k = min(k, len(cand))
+        if self.strategy == "random":
+            pick = self.rng.choice(cand, size=k, replace=False)
+        elif self.strategy == "badge":
+            x = extract(self.records[i].image, 0, rows[cand], cols[cand], self.patch_size)
+            pick = cand[egl.kmeans_pp(egl.gradient_embedding(self.model, x), k, self.rng)]
+        else:
+            pick = cand[np.argsort(-phi[cand], kind="stable")[:k]]
+        self.proposals = []
+        for n, j in enumerate(pick, 1):
+            pid = _patch_id(self.ids[i], rows[j], cols[j])
+            self._known[pid] = {"image_id": self.ids[i], "row": int(rows[j]), "col": int(cols[j])}
+            self.proposals.append(Proposal(pid, self.ids[i], int(rows[j]), int(cols[j]), self.patch_size, n,
+                                           float(phi[j])))
+        return list(self.proposals)
+
+    def proposal_patches(self) -> np.ndarray:
+        """uint8 ``(k, s, s, 3)`` pixels of the current proposals (what the expert looks at)."""
+        if not self.proposals:
+            return np.zeros((0, self.patch_size, self.patch_size, 3), np.uint8)
+        img = self.records[self.index[self.proposals[0].image_id]].image
+        return extract(img, 0, [p.row for p in self.proposals], [p.col for p in self.proposals], self.patch_size)
+
+    # ------------------------------------------------------------------ answering
+    def label(self, patch_id: str, value: str) -> None:
+        """Record the answer ``value`` ("exudate", "healthy" or "skip") for a proposed patch."""
+        if not isinstance(value, str) or value not in LABELS:
+            raise ValueError(f"label must be one of {LABELS}, got {value!r}")
+        if patch_id not in self._known:
+            raise ValueError(f"unknown patch {patch_id!r}: label one of the proposed patches (loop.proposals)")
+        now = time.monotonic()
+        self.seconds_labelling += min(now - self._t_last, 300.0)  # a coffee break is not labelling time
+        self._t_last = now
+        where = self._known[patch_id]
+        ev = {"event": "label", "patch_id": patch_id, **where, "size": self.patch_size, "label": value,
+              "strategy": self.strategy, "round": self.round, "time": time.time(),
+              "seconds_total": round(self.seconds_labelling, 3)}
+        self._append(ev)
+        self._stack.append(ev)
+
+    def undo(self) -> str:
+        """Take the last answer back; returns its patch id."""
+        if not self._stack:
+            raise ValueError("nothing to undo: no answer has been given yet")
+        ev = self._stack.pop()
+        self._append({"event": "undo", "patch_id": ev["patch_id"], "time": time.time()})
+        return ev["patch_id"]
+
+    def answer(self, oracle: Callable[[str, int, int], str] | None = None) -> dict[str, int]:
+        """Let ``oracle`` (default: the loop's) answer every current proposal; returns the counts."""
+        oracle = oracle or self.oracle
+        if oracle is None:
+            raise ValueError("no oracle: pass oracle=mask_oracle(records) or label the patches by hand")
+        for p in self.proposals:
+            self.label(p.patch_id, oracle(p.image_id, p.row, p.col))
+        return self.counts()
+
+    # ------------------------------------------------------------------ learning
+    def labelled_patches(self) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 patches and 0/1 labels of every exudate/healthy answer (skips left out)."""
+        evs = [e for e in self.labels.values() if e["label"] != "skip"]
+        if not evs:
+            return np.zeros((0, self.patch_size, self.patch_size, 3), np.uint8), np.zeros(0, np.int64)
+        imgs = [self.records[self.index[e["image_id"]]].image for e in evs]
+        x = np.concatenate([extract(im, 0, [e["row"]], [e["col"]], self.patch_size) for im, e in zip(imgs, evs)])
+        y = np.array([e["label"] == "exudate" for e in evs], np.int64)
+        return x, y
+
+    def update(self) -> dict[str, Any]:
+        """Algorithm 1's model update on everything labelled: ``steps_per_update`` SGD steps on
+        D4-augmented batches; saves the model and returns ``{"n_labels", "seconds", ...}`` (plus the
+        validation F-measure, sensitivity and specificity when ``val_pool`` was given)."""
+        x, y = self.labelled_patches()
+        if len(y) == 0:
+            raise ValueError("nothing labelled yet: answer some proposals (exudate or healthy) before updating")
+        t0 = time.perf_counter()
+        n_up = len(self.history)
+
+        def batches(epoch: int, rng: np.random.Generator):
+            for _ in range(self.steps_per_update):
+                idx = rng.integers(0, len(y), size=min(self.batch_size, len(y)))
+                yield to_tensor(augment_d4(x[idx], rng)), torch.from_numpy(y[idx])
+
+        fit(self.model, batches, epochs=1, lr=self.lr, momentum=self.momentum, seed=self.seed + n_up,
+            progress=False)
+        self.model.eval()
+        rec: dict[str, Any] = {"update": n_up + 1, "n_labels": int(len(y)), "n_exudate": int(y.sum()),
+                               "seconds_labelling": round(self.seconds_labelling, 3)}
+        if self.val_pool is not None:
+            idx = np.arange(len(self.val_pool))
+            p = predict_proba(self.model, self.val_pool.extract(idx))
+            rec.update(patch_metrics(self.val_pool.labels[idx], (p >= 0.5).astype(int)))
+        rec["seconds"] = round(time.perf_counter() - t0, 3)
+        self.history.append(rec)
+        atomic_torch_save({"format": FORMAT, "state_dict": self.model.state_dict(), "update": n_up + 1},
+                          self.run_dir / MODEL_FILE)
+        atomic_write_json(self.run_dir / HISTORY_FILE, {"format": FORMAT, "updates": self.history})
+        return rec
+
+    def simulate(self, rounds: int, oracle: Callable[[str, int, int], str] | None = None) -> list[dict]:
+        """``rounds`` of propose -> oracle answers -> update (a simulated expert); returns the updates."""
+        out = []
+        for _ in range(int(rounds)):
+            self.propose()
+            self.answer(oracle)
+            out.append(self.update())
+        return out

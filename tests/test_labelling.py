@@ -1,0 +1,149 @@
+"""The EGL labelling loop: proposals, answers that persist, resume, undo, updates, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fundus_nb import data, egl, labelling, models, patches, preprocess
+from fundus_nb.labelling import LabellingLoop, mask_oracle
+
+
+@pytest.fixture(scope="module")
+def records():
+    recs = data.load("synthetic", n_patients=3, seed=5, size=256)
+    return [preprocess.standardize_record(r, 128, cache=False) for r in recs]
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return models.LeNet()
+
+
+def _loop(records, tmp_path, **kw):
+    kw.setdefault("oracle", mask_oracle(records))
+    kw.setdefault("steps_per_update", 3)
+    return LabellingLoop(_model(), records, tmp_path / "labels_run", stride=64, image_stride=128, k=4, **kw)
+
+
+def test_egl_proposals_are_the_top_k_of_phi_over_the_image_grid(records, tmp_path):
+    loop = _loop(records, tmp_path)
+    props = loop.propose()
+    rec = records[loop.index[props[0].image_id]]
+    # independent reference: Phi of every grid patch (tops 0, 16, ... at 128 px), cut by slicing
+    rows, cols = patches.patchify(rec.fov, 48, 16)
+    padded = np.pad(rec.image, ((24, 24), (24, 24), (0, 0)))
+    cut = np.stack([padded[r : r + 48, c : c + 48] for r, c in zip(rows, cols)])
+    phi = egl.expected_gradient_length(loop.model, cut).numpy()
+    best = {(int(rows[j]), int(cols[j])) for j in np.argsort(-phi)[:4]}
+    assert {(p.row, p.col) for p in props} == best
+    assert [p.number for p in props] == [1, 2, 3, 4]
+    assert np.allclose(sorted(p.score for p in props), np.sort(phi)[-4:], rtol=1e-5)
+
+
+def test_interestingness_picks_the_image_with_the_largest_phi_sum(records, tmp_path):
+    loop = _loop(records, tmp_path)
+    sigma = loop.interestingness()
+    chosen = loop.next_image()
+    assert chosen == max(sigma, key=sigma.get) and len(sigma) == len(records)
+    assert chosen not in loop.interestingness()  # an image is chosen once
+
+
+def test_answers_follow_the_mask_rule_and_persist_line_by_line(records, tmp_path):
+    loop = _loop(records, tmp_path)
+    updates = loop.simulate(2)
+    lines = [json.loads(x) for x in (tmp_path / "labels_run" / "labels.jsonl").read_text().splitlines()]
+    labels = [e for e in lines if e["event"] == "label"]
+    assert len(labels) == 8 and updates[-1]["n_labels"] == 8
+    by_id = {r.id: r for r in records}
+    for e in labels:  # the expert's rule, written out: an exudate pixel within 2 px (8 at 512) of the centre
+        m = by_id[e["image_id"]].exudate_mask
+        truth = m[max(e["row"] - 2, 0) : e["row"] + 3, max(e["col"] - 2, 0) : e["col"] + 3].any()
+        assert e["label"] == ("exudate" if truth else "healthy")
+        assert e["size"] == 48 and e["strategy"] == "egl" and e["round"] >= 1 and e["time"] > 0
+    assert updates[1]["update"] == 2 and updates[1]["seconds"] > 0
+
+
+def test_reopening_the_run_dir_resumes_labels_images_and_model(records, tmp_path):
+    loop = _loop(records, tmp_path)
+    loop.simulate(1)
+    loop.propose()
+    loop.answer()
+    again = LabellingLoop(_model(seed=99), records, tmp_path / "labels_run", stride=64, image_stride=128, k=4)
+    assert again.labels.keys() == loop.labels.keys() and again.round == loop.round
+    assert again.chosen == loop.chosen and len(again.history) == 1
+    saved = torch.load(tmp_path / "labels_run" / "labelling_model.pt", weights_only=True)["state_dict"]
+    for k, v in again.model.state_dict().items():
+        assert torch.equal(v, saved[k])
+
+
+def test_a_torn_last_line_loses_only_that_answer_and_the_file_only_grows(records, tmp_path):
+    loop = _loop(records, tmp_path)
+    props = loop.propose()
+    for p in props[:3]:
+        loop.label(p.patch_id, "healthy")
+    path = tmp_path / "labels_run" / "labels.jsonl"
+    with open(path, "a") as fh:  # a crash in the middle of writing the fourth answer
+        fh.write('{"event": "label", "patch_id": "x')
+    size = path.stat().st_size
+    again = LabellingLoop(_model(), records, tmp_path / "labels_run", stride=64, image_stride=128, k=4)
+    assert len(again.labels) == 3
+    again.propose()
+    again.label(props[3].patch_id, "exudate")
+    assert path.stat().st_size > size
+    third = LabellingLoop(_model(), records, tmp_path / "labels_run", stride=64, image_stride=128, k=4)
+    assert third.labels[props[3].patch_id]["label"] == "exudate" and len(third.labels) == 4
+
+
+def test_undo_and_relabel(records, tmp_path):
+    loop = _loop(records, tmp_path)
+    with pytest.raises(ValueError, match="nothing to undo"):
+        loop.undo()
+    a, b = loop.propose()[:2]
+    loop.label(a.patch_id, "exudate")
+    loop.label(b.patch_id, "skip")
+    loop.label(a.patch_id, "healthy")
+    assert loop.labels[a.patch_id]["label"] == "healthy"
+    assert loop.undo() == a.patch_id and loop.labels[a.patch_id]["label"] == "exudate"
+    assert loop.counts() == {"exudate": 1, "healthy": 0, "skip": 1}
+    x, y = loop.labelled_patches()  # skips are not training data
+    assert x.shape == (1, 48, 48, 3) and y.tolist() == [1]
+    again = LabellingLoop(_model(), records, tmp_path / "labels_run", stride=64, image_stride=128, k=4)
+    assert again.counts() == loop.counts()
+
+
+def test_random_and_badge_propose_distinct_unlabelled_patches_of_the_current_image(records, tmp_path):
+    for strategy in ("random", "badge"):
+        loop = _loop(records, tmp_path / strategy, strategy=strategy)
+        first = loop.propose()
+        loop.answer()
+        second = loop.propose()
+        ids = [p.patch_id for p in first + second]
+        assert len(set(ids)) == len(ids) == 8
+        assert len({p.image_id for p in first + second}) == 1
+
+
+def test_bad_input_gives_one_clear_sentence(records, tmp_path):
+    loop = _loop(records, tmp_path)
+    p = loop.propose()[0]
+    with pytest.raises(ValueError, match="label must be one of"):
+        loop.label(p.patch_id, "maybe")
+    with pytest.raises(ValueError, match="unknown patch"):
+        loop.label("nowhere@1,1", "healthy")
+    with pytest.raises(ValueError, match="nothing labelled yet"):
+        loop.update()
+    loop.label(p.patch_id, "healthy")
+    with pytest.raises(ValueError, match="not among this loop's images"):
+        LabellingLoop(_model(), [r for r in records if r.id != p.image_id], tmp_path / "labels_run")
+    with pytest.raises(ValueError, match="does not take 32x32 patches|labels are for 48-px patches"):
+        LabellingLoop(_model(), records, tmp_path / "labels_run", patch_size=32)
+    with pytest.raises(ValueError, match="does not take 48x48 patches"):
+        LabellingLoop(models.SeSNet(), records, tmp_path / "other")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        LabellingLoop(_model(), records, tmp_path / "other", strategy="greedy")
+    with pytest.raises(TypeError, match="k must be an integer"):
+        LabellingLoop(_model(), records, tmp_path / "other", k=2.5)
+    lines = (tmp_path / "labels_run" / "labels.jsonl").read_text().splitlines()
+    assert sum(json.loads(x)["event"] == "label" for x in lines) == 1  # nothing lost by the errors
+    assert labelling.LABELS == ("exudate", "healthy", "skip")
