@@ -494,7 +494,7 @@ def test_fit_until_plateau_rule():
     losses = iter([5.0, 4.0, 4.5, 3.0, 3.5, 3.6, 1.0])
     calls = []
     model = nn.Linear(2, 2)
-    w0 = float(model.weight[0, 0])
+    w0 = float(model.weight[0, 0].detach())
 
     def fit(m, batches, epochs):
         calls.append(epochs)
