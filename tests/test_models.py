@@ -16,6 +16,7 @@ from fundus_nb.models import (
     fully_connected_layers,
     fully_connected_parameters,
     predict_proba,
+    output_stride,
     receptive_extent,
 )
 
@@ -208,6 +209,33 @@ def test_dense_map_fov_zeroes_outside():
     masked = dense_probability_map(m, image, fov=fov, device="cpu")
     assert np.all(masked[~fov] == 0)
     np.testing.assert_array_equal(masked[fov], full[fov])
+
+
+@pytest.mark.parametrize("model_cls", [LeNet, SeSNet])
+def test_strided_map_is_the_patchwise_probability_every_stride_pixels(model_cls):
+    torch.manual_seed(8)
+    m = _train_a_little(model_cls())
+    assert output_stride(m) == 4
+    h, w = 57, 50  # neither a multiple of 4
+    image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(9))
+    coarse = dense_probability_map(m, image, stride=4, device="cpu")
+    assert coarse.shape == (15, 13)  # ceil(57 / 4), ceil(50 / 4)
+    rr, cc = np.meshgrid(np.arange(0, h, 4), np.arange(0, w, 4), indexing="ij")
+    ref = _brute_map_at(m, image, rr.ravel(), cc.ravel()).reshape(coarse.shape)
+    assert np.abs(coarse - ref).max() <= 1e-5 and ref.std() > 0
+    yy, xx = np.mgrid[:h, :w]
+    fov = (yy - 28) ** 2 + (xx - 23) ** 2 < 20**2
+    masked = dense_probability_map(m, image, fov, stride=4, device="cpu")
+    np.testing.assert_array_equal(masked[~fov[::4, ::4]], 0.0)
+    np.testing.assert_allclose(masked[fov[::4, ::4]], coarse[fov[::4, ::4]], atol=1e-6)
+
+
+def test_strided_map_rejects_other_strides():
+    m = SeSNet()
+    with pytest.raises(ValueError, match="natural output stride 4"):
+        dense_probability_map(m, torch.rand(3, 48, 48), stride=2)
+    with pytest.raises(TypeError, match="stride must be an int"):
+        dense_probability_map(m, torch.rand(3, 48, 48), stride=4.0)
 
 
 def test_sesnet_receptive_extent_is_38():
