@@ -12,6 +12,7 @@ iterations (SGD steps) are counted from 1 over the whole run. A checkpoint
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -195,6 +196,7 @@ def fit(
     eval_every: int | None = None,
     on_epoch_end: Callable[[int, nn.Module], dict[str, float] | None] | None = None,
     extra_state: Any = None,
+    fingerprint: dict | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> History:
@@ -233,6 +235,12 @@ def fit(
     extra_state : object, optional
         Anything with ``state_dict()`` / ``load_state_dict(d)`` (tensors, numbers, lists, dicts)
         whose state must survive a resume, e.g. the SeS sampler's weights.
+    fingerprint : dict, optional
+        Everything else that determines the batches and the model (data ids, image size,
+        enhancement, sampler and epoch settings, batch size, augmentation, architecture, ...),
+        JSON-serialisable; notebooks pass their parameters. It is stored in every checkpoint, and
+        resuming from a checkpoint whose fingerprint differs raises ``ValueError`` naming the
+        differing keys, so a changed setting never silently continues an old run.
     device : optional
         Default CUDA when available, else CPU.
     progress : bool
@@ -261,10 +269,12 @@ def fit(
         hasattr(extra_state, "state_dict") and hasattr(extra_state, "load_state_dict")
     ):
         raise TypeError("extra_state must have state_dict() and load_state_dict(d) methods.")
+    fingerprint = _canonical_fingerprint(fingerprint)
     dev = torch.device(device) if device is not None else default_device()
     model.to(dev)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     settings = _settings(model, lr, momentum, weight_decay, seed)
+    settings["fingerprint"] = json.dumps(fingerprint, sort_keys=True)
     history = History()
     start_epoch = 0
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -375,6 +385,22 @@ def fit(
     return history
 
 
+def _canonical_fingerprint(fingerprint: Any) -> dict:
+    """The fingerprint as plain JSON values (clear TypeError when it is not a JSON-able dict)."""
+    if fingerprint is None:
+        return {}
+    if not isinstance(fingerprint, dict):
+        raise TypeError(f"fingerprint must be a dict of settings; got {type(fingerprint).__name__}.")
+    try:
+        return json.loads(json.dumps(fingerprint, sort_keys=True, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"fingerprint must be JSON-serialisable (str, numbers, bools, None, lists, dicts) so that "
+            f"it can be stored with the checkpoints ({exc}); convert the offending value, e.g. with "
+            "str() or .tolist()."
+        ) from None
+
+
 def _check_settings(saved: dict, current: dict, path: Path) -> None:
     diffs = []
     for key in ("model_class", "lr", "momentum", "weight_decay", "seed"):
@@ -382,8 +408,14 @@ def _check_settings(saved: dict, current: dict, path: Path) -> None:
             diffs.append(f"{key}: checkpoint {saved.get(key)!r} vs now {current[key]!r}")
     if saved.get("param_shapes") != current["param_shapes"]:
         diffs.append("parameter names/shapes differ")
+    old = json.loads(saved.get("fingerprint", "{}"))
+    new = json.loads(current["fingerprint"])
+    for key in sorted(set(old) | set(new)):
+        if old.get(key, "<absent>") != new.get(key, "<absent>"):
+            diffs.append(f"{key}: checkpoint {old.get(key, '<absent>')!r} vs now {new.get(key, '<absent>')!r}")
     if diffs:
         raise ValueError(
-            f"checkpoint {path} was made with different settings ({'; '.join(diffs)}); use another "
-            "checkpoint_dir or pass resume=False to start over."
+            f"checkpoint {path} belongs to a run with different settings ({'; '.join(diffs)}); to start "
+            f"over delete {path.parent} or pass resume=False (notebooks: resume=False), or use another "
+            "checkpoint_dir."
         )

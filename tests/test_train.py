@@ -237,6 +237,35 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
             weight_decay=1e-3, seed=3, checkpoint_dir=tmp_path, device="cpu", progress=False)  # fmt: skip
 
 
+def test_changed_batch_setting_between_two_calls_is_refused(tmp_path):
+    """The checkpoint remembers what produced it: a new batch size cannot resume the old run."""
+    x, y = _image_data()
+    kw = dict(lr=0.05, momentum=0.9, seed=3, checkpoint_dir=tmp_path, device="cpu", progress=False)
+    fit(_small_cnn(0), _batches_from(x, y, 12), epochs=1, fingerprint={"batch_size": 12, "ids": ["a", "b"]}, **kw)
+    with pytest.raises(ValueError) as err:
+        fit(_small_cnn(0), _batches_from(x, y, 6), epochs=2, fingerprint={"batch_size": 6, "ids": ["a", "b"]}, **kw)
+    msg = str(err.value)
+    assert "batch_size: checkpoint 12 vs now 6" in msg and "ids" not in msg and "resume=False" in msg
+    # the same fingerprint resumes (tuples and lists are the same JSON): one more epoch, 4 more steps
+    hist = fit(_small_cnn(0), _batches_from(x, y, 12), epochs=2, fingerprint={"ids": ("a", "b"), "batch_size": 12}, **kw)
+    assert hist.iterations == 8
+    # a checkpoint without fingerprint against one with: the new key is named
+    with pytest.raises(ValueError, match="augment: checkpoint '<absent>' vs now True"):
+        fit(_small_cnn(0), _batches_from(x, y, 12), epochs=3,
+            fingerprint={"ids": ["a", "b"], "batch_size": 12, "augment": True}, **kw)  # fmt: skip
+
+
+def test_fingerprint_must_be_a_json_dict(tmp_path):
+    x, y = _image_data()
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        fit(_small_cnn(0), _batches_from(x, y, 12), epochs=1, lr=0.05, device="cpu", progress=False,
+            checkpoint_dir=tmp_path, fingerprint={"ids": np.arange(3)})  # fmt: skip
+    with pytest.raises(TypeError, match="must be a dict"):
+        fit(_small_cnn(0), _batches_from(x, y, 12), epochs=1, lr=0.05, device="cpu", progress=False,
+            fingerprint=["batch_size", 12])  # fmt: skip
+    assert not list(tmp_path.glob("epoch_*.pt"))  # refused before any training
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "epoch_0001.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="could not be read"):
