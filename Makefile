@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 ARGS   ?=
 
-.PHONY: run test lab bench clean-runs help
+.PHONY: run test test-browser lab bench clean-runs help
 
 help:
 	@echo "make run    - execute the notebook series (default preset) into runs/<run-id>/ (ARGS='--preset quick ...')"
 	@echo "make test   - unit tests, every notebook in the quick preset, nbval reproducibility checks"
-	@echo "make lab    - open the notebooks in JupyterLab"
+	@echo "make lab    - open the notebooks in JupyterLab (LAB_ARGS='--no-browser --port 8899')"
+	@echo "make test-browser - the JupyterLab + headless Chromium test of the labelling widget"
 	@echo "make bench  - speed benchmarks (tests/benchmarks)"
 
 $(BIN)/python:
@@ -28,15 +29,22 @@ run: $(STAMP)
 test: $(STAMP)
 	TQDM_DISABLE=1 $(BIN)/python -m pytest $(ARGS)
 
+# JupyterLab in headless Chromium (Debian: apt-get install chromium chromium-driver): clicks notebook
+# 07's labelling widget and saves screenshots under runs/browser-test/. Skips when no browser is found.
+test-browser: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[lab]'
+	TQDM_DISABLE=1 $(BIN)/python -m pytest -v tests/test_browser.py $(ARGS)
+
 # Root (a container, CI) must pass --allow-root or Jupyter refuses to start; JupyterLab prints the
 # URL (with its token) to open. LAB_ARGS adds options, e.g. LAB_ARGS='--no-browser --port 8899'.
 LAB_ARGS ?=
+LAB_DIR  ?= notebooks
 LAB_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[lab]'
 	@echo "Starting JupyterLab on notebooks/: open the http://127.0.0.1:... URL it prints below."
-	$(BIN)/python -m jupyter lab notebooks/ $(LAB_ROOT) $(LAB_ARGS)
+	$(BIN)/python -m jupyter lab $(LAB_DIR) $(LAB_ROOT) $(LAB_ARGS)
 
 bench: $(STAMP)
 	@for f in tests/benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -46,7 +46,7 @@ from .patches import PatchPool, augment_d4, extract, patchify, to_tensor
 from .preprocess import scale_length
 from .train import fit
 
-__all__ = ["LABELS", "LABELS_FILE", "Proposal", "LabellingLoop", "mask_oracle"]
+__all__ = ["LABELS", "LABELS_FILE", "Proposal", "LabellingLoop", "mask_oracle", "prepare_labels_dir", "describe"]
 
 #: The answers an expert can give.
 LABELS = ("exudate", "healthy", "skip")
@@ -97,6 +97,38 @@ def mask_oracle(records: Sequence, window: float = 8.0) -> Callable[[str, int, i
         return "exudate" if win.any() else "healthy"
 
     return answer
+
+
+def prepare_labels_dir(path: str | os.PathLike, resume: bool = True) -> Path:
+    """The folder of a labelling session. With ``resume=False`` an existing folder is not deleted but
+    renamed ``<name>.<n>`` (nothing an expert labelled is ever thrown away) and a new one begun."""
+    path = Path(path)
+    if path.exists() and not resume:
+        n = 1
+        while path.with_name(f"{path.name}.{n}").exists():
+            n += 1
+        path.rename(path.with_name(f"{path.name}.{n}"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """One paragraph on a labelling session, generated from its numbers (notebook 07's summary)."""
+    n = summary["n_answers"]
+    if not n:
+        return "No answers were given, so nothing was learned yet."
+    frac, f = summary.get("exudate_fraction") or 0.0, summary.get("f_measure_final")
+    text = (f"The {summary['strategy']} loop asked about {n} patches in {summary['n_images']} images; "
+            f"{summary['n_exudate']} ({frac:.0%}) were exudates")
+    text += (f", far above the ~1 % of grid patches that are exudate, so the proposals concentrate the "
+             f"expert's effort on lesions" if frac > 0.05 else
+             ", close to their rarity on the whole grid, so the proposals did not find the lesions yet")
+    if f is not None:
+        text += f". After the last update the validation F-measure is {f:.3f}"
+    if summary.get("seconds_per_update") is not None:
+        text += (f". One update took {summary['seconds_per_update']:.2f} s and one proposal (Phi over a "
+                 f"{summary['image_size']}-px image) {summary['seconds_per_proposal']:.2f} s on this machine")
+    return text + "."
 
 
 class LabellingLoop:
@@ -238,7 +270,8 @@ class LabellingLoop:
     def _replay(self) -> None:
         if not self.labels_path.is_file():
             self._append({"event": "open", "format": FORMAT, "patch_size": self.patch_size,
-                          "strategy": self.strategy, "time": time.time()})
+                          "strategy": self.strategy, "time": time.time(),
+                          "image_shapes": {i: list(r.image.shape[:2]) for i, r in zip(self.ids, self.records)}})
             return
         lines = self.labels_path.read_text(encoding="utf-8").splitlines()
         for n, line in enumerate(lines, 1):
@@ -259,6 +292,11 @@ class LabellingLoop:
             if ev.get("patch_size") != self.patch_size:
                 raise ValueError(f"{where}: these labels are for {ev.get('patch_size')}-px patches, not "
                                  f"{self.patch_size}; use patch_size={ev.get('patch_size')} or another run_dir")
+            for i, shape in ev.get("image_shapes", {}).items():
+                if i in self.index and list(self.records[self.index[i]].image.shape[:2]) != shape:
+                    raise ValueError(f"{where}: the labels were made on image {i!r} at {shape[0]}x{shape[1]} px, "
+                                     f"but it is {self.records[self.index[i]].image.shape[0]} px now; use the "
+                                     "image size the labels were made at or another run_dir")
         elif kind == "image":
             if ev["image_id"] not in self.index:
                 raise ValueError(f"{where}: the labels name image {ev['image_id']!r}, which is not among this "
@@ -443,9 +481,11 @@ class LabellingLoop:
         return rec
 
     def simulate(self, rounds: int, oracle: Callable[[str, int, int], str] | None = None) -> list[dict]:
-        """``rounds`` of propose -> oracle answers -> update (a simulated expert); returns the updates."""
+        """``rounds`` of Algorithm 2 with a simulated expert: choose the next image, propose its top
+        ``k`` patches, let the oracle answer, update the model. Returns the updates' records."""
         out = []
         for _ in range(int(rounds)):
+            self.next_image()
             self.propose()
             self.answer(oracle)
             out.append(self.update())

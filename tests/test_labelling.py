@@ -147,3 +147,20 @@ def test_bad_input_gives_one_clear_sentence(records, tmp_path):
     lines = (tmp_path / "labels_run" / "labels.jsonl").read_text().splitlines()
     assert sum(json.loads(x)["event"] == "label" for x in lines) == 1  # nothing lost by the errors
     assert labelling.LABELS == ("exudate", "healthy", "skip")
+
+
+def test_labels_made_at_another_image_size_are_refused_and_resume_false_keeps_them(records, tmp_path):
+    loop = _loop(records, tmp_path)
+    loop.label(loop.propose()[0].patch_id, "healthy")
+    small = [preprocess.standardize_record(r, 96, cache=False) for r in records]
+    with pytest.raises(ValueError, match="made on image .* at 128x128 px"):
+        LabellingLoop(_model(), small, tmp_path / "labels_run")
+    fresh = labelling.prepare_labels_dir(tmp_path / "labels_run", resume=False)
+    assert fresh == tmp_path / "labels_run" and not any(fresh.iterdir())
+    kept = tmp_path / "labels_run.1" / "labels.jsonl"
+    assert '"label": "healthy"' in kept.read_text()
+    assert labelling.describe({"n_answers": 0}).startswith("No answers")
+    text = labelling.describe({"strategy": "egl", "n_answers": 10, "n_images": 2, "n_exudate": 4,
+                               "exudate_fraction": 0.4, "f_measure_final": 0.5, "seconds_per_update": 1.0,
+                               "seconds_per_proposal": 2.0, "image_size": 512})
+    assert "4 (40%) were exudates" in text and "F-measure is 0.500" in text
