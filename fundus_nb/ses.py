@@ -38,6 +38,7 @@ from .patches import hemorrhage_negatives, hemorrhage_positives, pad_images
 
 __all__ = [
     "SelectiveSampler",
+    "lesion_centres",
     "weighted_indices",
     "image_scores",
     "image_labels",
@@ -127,6 +128,23 @@ def _fov_of(rec) -> np.ndarray:
     return fov
 
 
+def lesion_centres(rec) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) int32 of one pixel per hemorrhage: the rounded reference centres, or, for a
+    record with a mask only, the rounded centroid of each connected component (8-connectivity)."""
+    h, w = rec.image.shape[:2]
+    centres = getattr(rec, "hemorrhage_centers", None)
+    if centres is None or len(centres) == 0:
+        mask = getattr(rec, "hemorrhage_mask", None)
+        if mask is None or not np.any(mask):
+            return np.zeros(0, np.int32), np.zeros(0, np.int32)
+        from scipy import ndimage  # noqa: PLC0415
+
+        lab, n = ndimage.label(np.asarray(mask, bool), structure=np.ones((3, 3)))
+        centres = np.asarray(ndimage.center_of_mass(np.ones_like(lab), lab, np.arange(1, n + 1)), float)
+    rc = np.rint(np.asarray(centres, float).reshape(-1, 2)).astype(np.int64)
+    return (np.clip(rc[:, 0], 0, h - 1).astype(np.int32), np.clip(rc[:, 1], 0, w - 1).astype(np.int32))
+
+
 def _check_image(rec, patch_size: int) -> None:
     img = rec.image
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
@@ -170,10 +188,13 @@ class _EpochBatches:
 class SelectiveSampler:
     """Candidate pools, SeS weights and mini-batches for hemorrhage patch training.
 
-    Positives are the hemorrhage pixels of the positive training images (the mask's pixels, or the
-    rounded reference centres when a record has no mask), drawn uniformly and augmented by a
+    Positives (``positives="lesion"``, the default and the paper's rule): a hemorrhage of the
+    positive training images is drawn uniformly, then the pixel at its centre (the reference
+    centre, else the centroid of its connected component in the mask), augmented by a
     one-pixel translation (each of row and column shifted by -1, 0 or +1) and random horizontal
-    and vertical flips. Negatives are every FOV pixel of the hemorrhage-free training images,
+    and vertical flips; every lesion is equally likely however large it is. With
+    ``positives="pixel"`` every hemorrhage pixel of the masks is a candidate instead (large blots
+    then dominate). Negatives are every FOV pixel of the hemorrhage-free training images,
     drawn with probability ``w / sum(w)`` (SeS) or uniformly (NSeS, ``selective=False``) and
     randomly flipped. Each mini-batch holds ``batch_size // 2`` of each.
 
@@ -194,8 +215,11 @@ class SelectiveSampler:
         none): negatives are then also taken from the FOV pixels of positive images that lie
         at least ``lesion_margin`` px from every hemorrhage pixel (``patches.hemorrhage_negatives``).
         Off by default (the paper draws negatives from negative images only).
-    lesion_margin : exclusion distance in pixels for ``allow_lesion_images`` (default 20 = 41 // 2).
+    lesion_margin : exclusion distance in pixels of the run's images for ``allow_lesion_images``
+        (default 20 = 41 // 2; notebooks convert their 512-scale value with
+        ``preprocess.scale_length``).
     augment : apply the augmentations above (True in training).
+    positives : ``"lesion"`` (default) or ``"pixel"``, see above.
 
     Attributes
     ----------
@@ -218,8 +242,12 @@ class SelectiveSampler:
         allow_lesion_images: bool = False,
         lesion_margin: float = 20,
         augment: bool = True,
+        positives: str = "lesion",
     ):
         records = list(records)
+        if positives not in ("lesion", "pixel"):
+            raise ValueError(f"positives must be 'lesion' (draw a lesion, then its centre) or 'pixel'; got {positives!r}.")
+        self.positives = positives
         if not records:
             raise ValueError("the training pool is empty; pass at least one positive and one negative image.")
         if patch_size < 1:
@@ -262,16 +290,16 @@ class SelectiveSampler:
                 "lesion_margin px from any hemorrhage."
             )
 
-        # positives (patches.hemorrhage_positives: mask pixels, else rounded centres)
+        # positives: one centre per lesion, or every hemorrhage pixel (patches.hemorrhage_positives)
         pos_img, pos_rc = [], []
         for i in positives:
-            r, c = hemorrhage_positives(records[i])
+            r, c = lesion_centres(records[i]) if self.positives == "lesion" else hemorrhage_positives(records[i])
             pos_img.append(np.full(r.size, i, dtype=np.int32))
             pos_rc.append(np.stack([r, c], axis=1).astype(np.int32))
         self.pos_image = np.concatenate(pos_img)
         self.pos_rc = np.concatenate(pos_rc)
         if self.pos_image.size == 0:
-            raise ValueError("the positive images hold no hemorrhage pixel; check their masks or centres.")
+            raise ValueError("the positive images hold no hemorrhage (no mask pixel, no centre); check their references.")
 
         # negatives (patches.hemorrhage_negatives): per image, the flat indices of its candidates
         neg_img, neg_flat = [], []
@@ -529,6 +557,7 @@ def image_scores(
     records: Sequence,
     sigma: float = 2.0,
     *,
+    stride: int = 1,
     prob_map: Callable | None = None,
     return_maps: bool = False,
 ):
@@ -538,10 +567,16 @@ def image_scores(
     ----------
     model : the network.
     records : images to score (non-empty).
-    sigma : Gaussian scale in pixels (our choice 2.0: the paper's value was lost in its text);
-        0 means no smoothing. The map is smoothed over the whole image (0 outside the FOV) and the
+    sigma : Gaussian scale in pixels of the run's images (our choice 2.0 at 512-px scale,
+        converted by ``preprocess.scale_length``; the paper's value was lost in its text); 0 means
+        no smoothing. The map is smoothed over the whole image (0 outside the FOV) and the
         maximum is taken inside the FOV.
-    prob_map : optional ``f(model, image, fov) -> HxW`` (default ``models.dense_probability_map``).
+    stride : 1 (exact map at every pixel) or the network's natural output stride
+        (``models.output_stride``, 4 for SeSNet): the map of every ``stride``-th pixel, 16x
+        cheaper, smoothed with ``sigma / stride`` on its own grid. Monitoring uses it: the image
+        score needs the map's maximum, not every pixel.
+    prob_map : optional ``f(model, image, fov) -> HxW`` (default ``models.dense_probability_map``);
+        only with ``stride=1``.
     return_maps : also return the raw probability maps.
 
     Returns
@@ -555,22 +590,31 @@ def image_scores(
         raise ValueError("no images to score; pass a non-empty list of records.")
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0, got {sigma}.")
+    if stride != 1 and prob_map is not None:
+        raise ValueError("a custom prob_map gives full-resolution maps; use stride=1 with it.")
     if prob_map is None:
-        from .models import dense_probability_map as prob_map  # noqa: PLC0415
+        from .models import dense_probability_map  # noqa: PLC0415
+
+        def prob_map(m, image, fov):
+            return dense_probability_map(m, image, fov, stride=stride)
+
     scores = np.empty(len(records), dtype=np.float64)
     maps = []
     for k, rec in enumerate(records):
         fov = _fov_of(rec)
         pmap = prob_map(model, rec.image, fov)
         pmap = pmap.detach().cpu().numpy() if isinstance(pmap, torch.Tensor) else np.asarray(pmap)
-        smooth = gaussian_filter(pmap.astype(np.float64), sigma) if sigma > 0 else pmap.astype(np.float64)
-        scores[k] = smooth[fov].max() if fov.any() else 0.0
+        fov_k = fov[::stride, ::stride]
+        smooth = gaussian_filter(pmap.astype(np.float64), sigma / stride) if sigma > 0 else pmap.astype(np.float64)
+        scores[k] = smooth[fov_k].max() if fov_k.any() else 0.0
         if return_maps:
             maps.append(pmap)
     return (scores, maps) if return_maps else scores
 
 
-def monitoring_az(model: torch.nn.Module, records: Sequence, sigma: float = 2.0, *, prob_map: Callable | None = None):
+def monitoring_az(
+    model: torch.nn.Module, records: Sequence, sigma: float = 2.0, *, stride: int = 1, prob_map: Callable | None = None
+):
     """Image-level Az (ROC area, scikit-learn) on a monitoring split.
 
     Returns
@@ -580,7 +624,7 @@ def monitoring_az(model: torch.nn.Module, records: Sequence, sigma: float = 2.0,
     from sklearn.metrics import roc_auc_score  # noqa: PLC0415
 
     y = check_monitoring_split(records)
-    s = image_scores(model, records, sigma, prob_map=prob_map)
+    s = image_scores(model, records, sigma, stride=stride, prob_map=prob_map)
     return float(roc_auc_score(y, s)), s, y
 
 
@@ -590,7 +634,8 @@ class Monitor:
     Parameters
     ----------
     records : monitoring images (non-empty, both classes; checked at once).
-    sigma : Gaussian scale of :func:`image_scores`.
+    sigma : Gaussian scale of :func:`image_scores` (pixels of the run's images).
+    stride : map stride of :func:`image_scores` (1, or the natural output stride to save time).
 
     Attributes
     ----------
@@ -601,8 +646,9 @@ class Monitor:
     seconds : list of durations of each call.
     """
 
-    def __init__(self, records: Sequence, sigma: float = 2.0):
+    def __init__(self, records: Sequence, sigma: float = 2.0, stride: int = 1):
         self.records = list(records)
+        self.stride = int(stride)
         self.labels = check_monitoring_split(self.records)
         if sigma < 0:
             raise ValueError(f"sigma must be >= 0, got {sigma}.")
@@ -614,7 +660,7 @@ class Monitor:
         from sklearn.metrics import roc_auc_score  # noqa: PLC0415
 
         t0 = time.perf_counter()
-        s = image_scores(model, self.records, self.sigma)
+        s = image_scores(model, self.records, self.sigma, stride=self.stride)
         self.scores.append(s)
         self.seconds.append(time.perf_counter() - t0)
         return {"az": float(roc_auc_score(self.labels, s)), "monitor_seconds": self.seconds[-1]}

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -46,7 +47,9 @@ class History:
     evals : list of dict
         One entry per evaluation: ``{"iteration", "epoch", "epoch_end"}`` plus the numbers
         returned by ``eval_fn`` (every ``eval_every`` iterations and at each epoch end) and, at
-        epoch ends, by ``on_epoch_end``. ``epoch_end`` is 1.0 for end-of-epoch records, else 0.0.
+        epoch ends, by ``on_epoch_end``. ``epoch_end`` is 1.0 for end-of-epoch records, else 0.0;
+        end-of-epoch records also hold ``train_seconds`` (the epoch's batches and SGD steps,
+        in-epoch evaluations included).
     """
 
     steps: list[dict[str, float]] = field(default_factory=list)
@@ -326,6 +329,7 @@ def fit(
         for epoch in range(start_epoch, int(epochs)):
             model.train()
             rng = np.random.default_rng([int(seed), epoch])
+            t_epoch = time.perf_counter()
             n_batches = 0
             for x, y in batches(epoch, rng):
                 if n_batches == 0:
@@ -351,9 +355,9 @@ def fit(
                 raise ValueError(
                     f"batches({epoch}, rng) yielded no batches; every epoch needs at least one."
                 )
-            extra = {}
+            extra = {"train_seconds": time.perf_counter() - t_epoch}
             if on_epoch_end is not None:
-                extra = _numbers(on_epoch_end(epoch, model), "on_epoch_end")
+                extra.update(_numbers(on_epoch_end(epoch, model), "on_epoch_end"))
                 model.train()
             last = history.evals[-1] if history.evals else None
             if last is not None and last["iteration"] == iteration and not last["epoch_end"]:

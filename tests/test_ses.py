@@ -106,8 +106,33 @@ def test_refresh_schedule():
 
 
 # ------------------------------------------------------------------------------ candidate pools
-def test_pools_are_lesion_pixels_and_fov_of_negative_images(pool):
+def test_positives_per_lesion_are_the_centres_drawn_uniformly(pool):
     sp = ses.SelectiveSampler(pool, batch_size=8, batches_per_epoch=2)
+    assert sp.positives == "lesion"
+    want = {(i, int(round(r)), int(round(c))) for i in (0, 2) for r, c in pool[i].hemorrhage_centers}
+    got = [(int(i), int(r), int(c)) for i, (r, c) in zip(sp.pos_image, sp.pos_rc)]
+    assert sorted(got) == sorted(want) and sp.n_positives == 4  # one entry per lesion
+    # a mask-only record: one centre per connected component (its centroid), found by brute force
+    mask = np.zeros((48, 48), bool)
+    mask[5:8, 5:8] = True  # 3x3 blob, centroid (6, 6)
+    mask[20:30, 30:34] = True  # 10x4 blob, centroid (24.5, 31.5) -> rounds to (24, 32)
+    rec = FundusImage(id="m", patient_id="pm", image_=pool[0].image, hemorrhage_mask=mask, fov=pool[0].fov)
+    r, c = ses.lesion_centres(rec)
+    assert sorted(zip(r.tolist(), c.tolist())) == [(6, 6), (24, 32)]
+    # the big blob (40 px) and the small one (9 px) are drawn equally often
+    sp2 = ses.SelectiveSampler([rec, pool[1]], batch_size=400, batches_per_epoch=10, augment=False)
+    plan = sp2.plan_epoch(np.random.default_rng(0))
+    counts = np.array([(plan["pos_r"] == 6).sum(), (plan["pos_r"] == 24).sum()])
+    assert counts.sum() == 2000 and stats.chisquare(counts).pvalue > 1e-3
+    sp3 = ses.SelectiveSampler([rec, pool[1]], batch_size=400, batches_per_epoch=10, augment=False, positives="pixel")
+    plan3 = sp3.plan_epoch(np.random.default_rng(0))
+    assert (plan3["pos_r"] >= 20).mean() > 0.7  # per pixel the big blob dominates (40 of 49 pixels)
+    with pytest.raises(ValueError, match="positives must be 'lesion'"):
+        ses.SelectiveSampler(pool, positives="blob")
+
+
+def test_pools_are_lesion_pixels_and_fov_of_negative_images(pool):
+    sp = ses.SelectiveSampler(pool, batch_size=8, batches_per_epoch=2, positives="pixel")
     # positives: every hemorrhage pixel of positive images
     want_pos = {(i, r, c) for i in (0, 2) for r, c in np.argwhere(pool[i].hemorrhage_mask)}
     got_pos = {(int(i), int(r), int(c)) for i, (r, c) in zip(sp.pos_image, sp.pos_rc)}
@@ -326,6 +351,20 @@ def test_image_scores_and_monitoring_az(pool, model):
         ses.image_scores(model, [])
     with pytest.raises(ValueError, match="smaller than"):
         ses.image_scores(model, [make_rec(5, False, size=30)])
+
+
+def test_image_scores_at_the_natural_stride(pool, model):
+    """stride=4: the brute-force map of every 4th pixel, smoothed with sigma / 4, max in the FOV."""
+    scores = ses.image_scores(model, pool, sigma=2.0, stride=4)
+    for k, rec in enumerate(pool):
+        coarse = brute_map(model, rec)[::4, ::4].astype(np.float64)
+        want = gaussian_filter(coarse, 0.5)[rec.fov[::4, ::4]].max()
+        assert scores[k] == pytest.approx(want, abs=1e-5)
+    mon = ses.Monitor(pool, sigma=2.0, stride=4)
+    mon(model)
+    np.testing.assert_allclose(mon.scores[0], scores)
+    with pytest.raises(ValueError, match="stride=1"):
+        ses.image_scores(model, pool, stride=4, prob_map=lambda m, i, f: np.zeros(i.shape[:2]))
 
 
 # ------------------------------------------------------------------------------ plateau rule
