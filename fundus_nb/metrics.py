@@ -42,6 +42,7 @@ __all__ = [
     "froc",
     "sensitivity_at",
     "froc_all_images",
+    "froc_sensitivity_ci",
     "bootstrap_ratio",
     "grid_scores",
 ]
@@ -600,6 +601,75 @@ def sensitivity_at(curve: FROCCurve, fp_rates) -> np.ndarray:
     best = np.maximum.accumulate(curve.sensitivity)
     pos = np.searchsorted(curve.fp_per_image, rates, side="right") - 1
     return np.where(pos >= 0, best[np.clip(pos, 0, None)], 0.0)
+
+
+def froc_sensitivity_ci(
+    detections: Mapping[str, np.ndarray],
+    lesions: Mapping[str, np.ndarray],
+    negative_ids: Iterable[str],
+    fp_rates=(0.1, 1.0),
+    tolerance: float = 8.0,
+    n_bootstrap: int = 10000,
+    alpha: float = 0.05,
+    seed: int = 0,
+    image_shapes: Mapping[str, tuple] | None = None,
+):
+    """FROC sensitivity at ``fp_rates`` FP/image with percentile bootstrap CIs over images.
+
+    The point estimate is ``sensitivity_at(froc(...), fp_rates)``. A replicate resamples the
+    images with replacement, stratified: the ``n_l`` images with at least one reference lesion and
+    the ``n_n`` negative images apart (lesions stay with their image, so the lesions of one image
+    are not treated as independent), and recomputes :func:`froc` and :func:`sensitivity_at` on the
+    resampled set (a repeated image counts as often as it was drawn). The draws, made once with
+    ``rng = numpy.random.default_rng(seed)``: ``rng.integers(0, n_l, (n_bootstrap, n_l))`` over the
+    lesion images in the order of ``lesions``, then ``rng.integers(0, n_n, (n_bootstrap, n_n))``
+    over ``negative_ids`` in their order. Arguments as in :func:`froc`.
+
+    Returns
+    -------
+    (value, lo, hi) : three (len(fp_rates),) float arrays (the ``alpha / 2`` and ``1 - alpha / 2``
+    percentiles, numpy's default linear interpolation).
+    """
+    n_bootstrap = _check_n_bootstrap(n_bootstrap)
+    alpha = _check_alpha(alpha)
+    negatives = list(dict.fromkeys(negative_ids))
+    curve = froc(detections, lesions, negatives, tolerance, image_shapes)  # all the checks
+    rates = np.atleast_1d(np.asarray(fp_rates, dtype=float))
+    value = sensitivity_at(curve, rates)
+    # per lesion image: the best detection probability within tolerance of each lesion
+    les_thr = []
+    for key, centres in lesions.items():
+        centres = _as_points(centres, 2, "lesion centres", key)
+        if not len(centres) or key in negatives:
+            continue
+        det = _as_points(detections.get(key, ()), 3, "detections", key)
+        if not len(det):
+            les_thr.append(np.full(len(centres), -np.inf))
+            continue
+        d2 = ((centres[:, None, :] - det[None, :, :2]) ** 2).sum(-1)
+        les_thr.append(np.where(d2 <= tolerance**2, det[None, :, 2], -np.inf).max(axis=1))
+    neg_probs = [_as_points(detections.get(k, ()), 3, "detections", k)[:, 2] for k in negatives]
+    finite = [t[np.isfinite(t)] for t in les_thr]
+    thr = np.unique(np.concatenate(finite + neg_probs + [np.zeros(0)]))[::-1]  # decreasing
+    # hits[i, t]: lesions of image i found at threshold thr[t]; fps[j, t] likewise on negatives
+    hits = np.stack([(t[:, None] >= thr[None, :]).sum(0) for t in les_thr]).astype(float)
+    n_les = np.array([len(t) for t in les_thr], dtype=float)
+    fps = np.stack([(p[:, None] >= thr[None, :]).sum(0) if p.size else np.zeros(thr.size) for p in neg_probs])
+    rng = np.random.default_rng(seed)
+    i_les = rng.integers(0, len(les_thr), (n_bootstrap, len(les_thr)))
+    i_neg = rng.integers(0, len(negatives), (n_bootstrap, len(negatives)))
+    reps = np.empty((n_bootstrap, rates.size))
+    chunk = max(1, _CHUNK_VALUES // max(1, thr.size))
+    for a in range(0, n_bootstrap, chunk):
+        cl = _counts(i_les[a : a + chunk], len(les_thr)).astype(float)  # (b, n_l) draw counts
+        cn = _counts(i_neg[a : a + chunk], len(negatives)).astype(float)
+        sens = (cl @ hits) / (cl @ n_les)[:, None]  # (b, T), non-increasing in t
+        fp = (cn @ fps) / len(negatives)  # (b, T), non-decreasing as thr decreases
+        for k, rate in enumerate(rates):
+            ok = fp <= rate
+            reps[a : a + chunk, k] = np.where(ok, sens, 0.0).max(axis=1) if thr.size else 0.0
+    lo, hi = np.percentile(reps, [100 * alpha / 2, 100 * (1 - alpha / 2)], axis=0)
+    return value.astype(float), lo, hi
 
 
 def froc_all_images(

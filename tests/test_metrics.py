@@ -325,3 +325,45 @@ def test_grid_scores_match_sklearn_and_count_fp_per_kind():
         m = (kinds == code) & (y == 0)
         want = sum(wi for wi, pi in zip(w[m], p[m]) if pi >= 0.5) / w[m].sum()
         assert out["fp_rate"][key] == pytest.approx(want)
+
+
+# ------------------------------------------------------------------------------ FROC bootstrap CI
+def test_froc_sensitivity_ci_matches_a_brute_force_bootstrap_loop():
+    """Each replicate rebuilt by hand (images copied under new ids) and scored by froc()."""
+    from fundus_nb.metrics import froc, froc_sensitivity_ci, sensitivity_at
+
+    rng = np.random.default_rng(4)
+    lesions, det, negs = {}, {}, []
+    for i in range(7):  # lesion images: 1-3 lesions, detections near some of them plus strays
+        c = rng.uniform(10, 90, (rng.integers(1, 4), 2))
+        near = c[rng.random(len(c)) < 0.7] + rng.normal(0, 2.0, (1, 2))
+        stray = rng.uniform(0, 99, (rng.integers(0, 3), 2))
+        pts = np.r_[near, stray]
+        lesions[f"L{i}"] = c
+        det[f"L{i}"] = np.c_[pts, rng.random(len(pts))]
+    for j in range(6):  # negative images: 0-4 false detections
+        pts = rng.uniform(0, 99, (rng.integers(0, 5), 2))
+        negs.append(f"N{j}")
+        det[f"N{j}"] = np.c_[pts, rng.random(len(pts))]
+    value, lo, hi = froc_sensitivity_ci(det, lesions, negs, (0.1, 1.0), tolerance=5.0, n_bootstrap=300, seed=9)
+    np.testing.assert_allclose(value, sensitivity_at(froc(det, lesions, negs, 5.0), [0.1, 1.0]))
+    # the documented draws, replayed
+    r = np.random.default_rng(9)
+    les_ids, neg_ids = list(lesions), negs
+    i_l = r.integers(0, len(les_ids), (300, len(les_ids)))
+    i_n = r.integers(0, len(neg_ids), (300, len(neg_ids)))
+    reps = []
+    for b in range(300):
+        d, les, ng = {}, {}, []
+        for k, i in enumerate(i_l[b]):
+            les[f"l{k}"], d[f"l{k}"] = lesions[les_ids[i]], det[les_ids[i]]
+        for k, j in enumerate(i_n[b]):
+            ng.append(f"n{k}")
+            d[f"n{k}"] = det[neg_ids[j]]
+        reps.append(sensitivity_at(froc(d, les, ng, 5.0), [0.1, 1.0]))
+    want_lo, want_hi = np.percentile(np.array(reps), [2.5, 97.5], axis=0)
+    np.testing.assert_allclose(lo, want_lo, atol=1e-12)
+    np.testing.assert_allclose(hi, want_hi, atol=1e-12)
+    assert np.all(lo <= value) and np.all(value <= hi) and np.any(hi > lo)
+    with pytest.raises(ValueError, match="negative_ids is empty"):
+        froc_sensitivity_ci({k: det[k] for k in lesions}, lesions, [], n_bootstrap=10)
