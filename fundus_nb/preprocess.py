@@ -38,6 +38,7 @@ __all__ = [
     "standardize_record",
     "contrast_enhance",
     "PAPER_SIZE",
+    "scale_table",
     "scale_length",
 ]
 
@@ -448,6 +449,20 @@ def scale_length(length: float, size: int, name: str = "length") -> float:
     if not math.isfinite(float(length)) or length <= 0:
         raise ValueError(f"{name} must be a positive number of pixels at 512-px scale, got {length!r}.")
     return float(length) * _check_size(size) / PAPER_SIZE
+
+
+def scale_table(lengths: dict, size: int) -> dict:
+    """Each named length at 512-px scale and converted to ``size`` px by :func:`scale_length`.
+
+    Returns ``{name: {"at_512": value, "at_run": value * size / 512}}`` (a notebook shows it as a
+    table and records it in metrics.json).
+
+    >>> scale_table({"froc_tolerance": 8.0}, 256)
+    {'froc_tolerance': {'at_512': 8.0, 'at_run': 4.0}}
+    """
+    if not isinstance(lengths, dict):
+        raise TypeError(f"lengths must be a dict of name -> pixels at 512-px scale, got {type(lengths).__name__}.")
+    return {k: {"at_512": float(v), "at_run": scale_length(v, size, name=k)} for k, v in lengths.items()}
 
 
 def standardize(image, size: int = 512) -> tuple[np.ndarray, np.ndarray]:
