@@ -378,10 +378,10 @@ def test_scale_length_is_linear_in_size_and_rejects_non_positive_lengths():
 
 
 def test_scale_table_converts_each_length_by_size_over_512():
-    t = preprocess.scale_table({"froc_tolerance": 8.0, "cand_sigma": 2, "margin": 20.0}, 384)
+    t = pp.scale_table({"froc_tolerance": 8.0, "cand_sigma": 2, "margin": 20.0}, 384)
     assert t == {"froc_tolerance": {"at_512": 8.0, "at_run": 6.0}, "cand_sigma": {"at_512": 2.0, "at_run": 1.5},
                  "margin": {"at_512": 20.0, "at_run": 15.0}}
     with pytest.raises(ValueError, match="cand_min_distance must be a positive number"):
-        preprocess.scale_table({"cand_min_distance": -1}, 256)
+        pp.scale_table({"cand_min_distance": -1}, 256)
     with pytest.raises(TypeError, match="lengths must be a dict"):
-        preprocess.scale_table([8.0], 256)
+        pp.scale_table([8.0], 256)
