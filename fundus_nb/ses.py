@@ -48,6 +48,7 @@ __all__ = [
     "Monitor",
     "plateau_epoch",
     "refresh_due",
+    "epoch_seconds",
 ]
 
 
@@ -664,6 +665,20 @@ class Monitor:
         self.scores.append(s)
         self.seconds.append(time.perf_counter() - t0)
         return {"az": float(roc_auc_score(self.labels, s)), "monitor_seconds": self.seconds[-1]}
+
+
+def epoch_seconds(histories: Sequence) -> dict[str, float]:
+    """Mean seconds per epoch over the end-of-epoch records of ``train.fit`` histories, split into
+    ``training`` (batches and SGD steps), ``weight_pass`` (SeS weight refreshes, 0 on the epochs
+    without one and in NSeS runs) and ``monitoring`` (the monitoring maps)."""
+    rows = [e for h in histories for e in h.evals if e.get("epoch_end")]
+    if not rows:
+        raise ValueError("no end-of-epoch records: pass the histories train.fit returned after at least one epoch.")
+    return {
+        "training": float(np.mean([e.get("train_seconds", 0.0) for e in rows])),
+        "weight_pass": float(np.mean([e.get("weight_seconds", 0.0) for e in rows])),
+        "monitoring": float(np.mean([e.get("monitor_seconds", 0.0) for e in rows])),
+    }
 
 
 # --------------------------------------------------------------------------------------------------

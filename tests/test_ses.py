@@ -405,3 +405,15 @@ def test_balanced_subset(pool):
     assert len(ses.balanced_subset(recs, 0)) == 6 and len(ses.balanced_subset(recs, 99)) == 6
     with pytest.raises(ValueError, match=">= 0"):
         ses.balanced_subset(recs, -1)
+
+
+def test_epoch_seconds_means_the_epoch_end_records():
+    from fundus_nb.train import History
+
+    h1 = History(evals=[{"epoch_end": 1.0, "train_seconds": 2.0, "weight_seconds": 3.0, "monitor_seconds": 1.0},
+                        {"epoch_end": 0.0, "train_seconds": 99.0},
+                        {"epoch_end": 1.0, "train_seconds": 4.0, "weight_seconds": 0.0, "monitor_seconds": 2.0}])
+    h2 = History(evals=[{"epoch_end": 1.0, "train_seconds": 6.0, "monitor_seconds": 3.0}])
+    assert ses.epoch_seconds([h1, h2]) == {"training": 4.0, "weight_pass": 1.0, "monitoring": 2.0}
+    with pytest.raises(ValueError, match="no end-of-epoch records"):
+        ses.epoch_seconds([History()])
