@@ -42,16 +42,19 @@ def _params(stem: str, run_dir: Path) -> dict:
     from fundus_nb import runs
 
     nb = ROOT / "notebooks" / f"{stem}.ipynb"
-    values = runs.resolve_parameters([nb], "quick", {"interactive": True})[nb]
-    if "run_dir" in runs.notebook_parameters(nb):
+    declared = runs.notebook_parameters(nb)
+    values = {k: v for k, v in runs.load_preset("quick").items() if k in declared}
+    values["interactive"] = True
+    if "run_dir" in declared:
         values["run_dir"] = str(run_dir)
     return values
 
 
 def _prepare(folder: Path, stem: str, run_dir: Path) -> Path:
+    from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    nb = nbformat.read(str(ROOT / "notebooks" / f"{stem}.ipynb"), as_version=4)
+    nb = load_notebook_node(str(ROOT / "notebooks" / f"{stem}.ipynb"))
     nb = parameterize_notebook(nb, _params(stem, run_dir))
     path = folder / f"{stem}.ipynb"
     nbformat.write(nb, str(path))
@@ -176,9 +179,12 @@ def test_labelling_widget_in_jupyterlab_with_chromium(lab, browser):
     _wait(lambda: _plot_sources(drv) != before_plots, 60, "the plots to change after the update", drv)
     answers = [e for e in _labels(lab) if e["event"] == "label"][-2:]
     assert [a["label"] for a in answers] == ["exudate", "healthy"]
-    status = drv.find_elements("css selector", ".widget-html-content")
-    assert any("labels" in s.text and "last update" in s.text for s in status)
+    top = drv.find_elements("css selector", ".widget-html-content")
+    drv.execute_script("arguments[0].scrollIntoView({block: 'start'});", top[-1])
+    time.sleep(1)
     drv.save_screenshot(str(OUT / "07_label_with_egl.png"))
+    status = [s.get_attribute("textContent") for s in drv.find_elements("css selector", ".widget-html-content")]
+    assert any("labels" in s and "last update" in s for s in status), status
 
 
 @pytest.mark.parametrize("stem,widget_text", [("01_preprocessing", "alpha"), ("03_lenet_egl", None)])
@@ -196,5 +202,7 @@ def test_screenshots_of_notebooks_with_widgets(lab, browser, stem, widget_text):
               f"{stem}'s widgets", drv)
     sliders = drv.find_elements("css selector", ".widget-slider")
     assert sliders, f"{stem} shows no slider"
+    drv.execute_script("arguments[0].scrollIntoView({block: 'start'});", sliders[0])
+    time.sleep(1)
     drv.save_screenshot(str(OUT / f"{stem}.png"))
     assert (OUT / f"{stem}.png").stat().st_size > 10_000
