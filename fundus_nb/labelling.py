@@ -156,6 +156,10 @@ class LabellingLoop:
         ``oracle(image_id, row, col) -> "exudate" | "healthy" | "skip"``; used by :meth:`answer`.
     val_pool : PatchPool, optional
         Validation patches; :meth:`update` then records their F-measure.
+    initial : (uint8 patches (N, s, s, 3), 0/1 labels (N,)), optional
+        Algorithm 1's L0: the labelled patches the initial model was trained on. Every update trains
+        on L0 together with the expert's answers (updating on the answers alone lets a few
+        "healthy" answers turn the model into one that calls everything healthy).
     steps_per_update, batch_size, lr, momentum : SGD settings of :meth:`update`.
     seed : int
         Seeds image/patch draws and the update's batches.
@@ -174,6 +178,7 @@ class LabellingLoop:
         k: int = 8,
         oracle: Callable[[str, int, int], str] | None = None,
         val_pool: PatchPool | None = None,
+        initial: tuple[np.ndarray, np.ndarray] | None = None,
         steps_per_update: int = 20,
         batch_size: int = 32,
         lr: float = 0.01,
@@ -198,6 +203,7 @@ class LabellingLoop:
         self.model, self.patch_size, self.strategy, self.k = model, int(patch_size), strategy, int(k)
         self.stride, self.image_stride = float(stride), float(image_stride)
         self.oracle, self.val_pool = oracle, val_pool
+        self.initial = self._check_initial(initial, int(patch_size))
         self.steps_per_update, self.batch_size = int(steps_per_update), int(batch_size)
         self.lr, self.momentum, self.seed = float(lr), float(momentum), int(seed)
         self._check_model()
@@ -237,6 +243,18 @@ class LabellingLoop:
         for ev in self.labels.values():
             c[ev["label"]] += 1
         return c
+
+    @staticmethod
+    def _check_initial(initial, size: int) -> tuple[np.ndarray, np.ndarray]:
+        if initial is None:
+            return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)
+        x, y = (np.asarray(a) for a in initial)
+        if x.dtype != np.uint8 or x.shape[1:] != (size, size, 3) or y.shape != (len(x),):
+            raise ValueError(f"initial must be (uint8 patches (N, {size}, {size}, 3), N labels), got shapes "
+                             f"{x.shape} {x.dtype} and {y.shape}; pass pool.extract(idx), pool.labels[idx]")
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError("initial labels must be 0 (healthy) or 1 (exudate)")
+        return x, y.astype(np.int64)
 
     def _check_model(self) -> None:
         try:
@@ -449,13 +467,20 @@ class LabellingLoop:
         y = np.array([e["label"] == "exudate" for e in evs], np.int64)
         return x, y
 
-    def update(self) -> dict[str, Any]:
-        """Algorithm 1's model update on everything labelled: ``steps_per_update`` SGD steps on
-        D4-augmented batches; saves the model and returns ``{"n_labels", "seconds", ...}`` (plus the
-        validation F-measure, sensitivity and specificity when ``val_pool`` was given)."""
+    def training_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`update` trains on: L0 (``initial``) followed by the expert's answers."""
         x, y = self.labelled_patches()
-        if len(y) == 0:
+        return np.concatenate([self.initial[0], x]), np.concatenate([self.initial[1], y])
+
+    def update(self) -> dict[str, Any]:
+        """Algorithm 1's model update on L0 and everything labelled: ``steps_per_update`` SGD steps
+        on D4-augmented batches drawn uniformly from them; saves the model and returns ``{"n_labels", "seconds", ...}`` (plus the
+        validation F-measure, sensitivity and specificity when ``val_pool`` was given)."""
+        answers = self.labelled_patches()[1]
+        if len(answers) == 0:
             raise ValueError("nothing labelled yet: answer some proposals (exudate or healthy) before updating")
+        n_answers, n_exudate = len(answers), int(answers.sum())
+        x, y = self.training_set()
         t0 = time.perf_counter()
         n_up = len(self.history)
 
@@ -467,7 +492,7 @@ class LabellingLoop:
         fit(self.model, batches, epochs=1, lr=self.lr, momentum=self.momentum, seed=self.seed + n_up,
             progress=False)
         self.model.eval()
-        rec: dict[str, Any] = {"update": n_up + 1, "n_labels": int(len(y)), "n_exudate": int(y.sum()),
+        rec: dict[str, Any] = {"update": n_up + 1, "n_labels": n_answers, "n_exudate": n_exudate,
                                "seconds_labelling": round(self.seconds_labelling, 3)}
         if self.val_pool is not None:
             idx = np.arange(len(self.val_pool))

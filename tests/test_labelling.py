@@ -164,3 +164,21 @@ def test_labels_made_at_another_image_size_are_refused_and_resume_false_keeps_th
                                "exudate_fraction": 0.4, "f_measure_final": 0.5, "seconds_per_update": 1.0,
                                "seconds_per_proposal": 2.0, "image_size": 512})
     assert "4 (40%) were exudates" in text and "F-measure is 0.500" in text
+
+
+def test_updates_train_on_l0_together_with_the_answers(records, tmp_path):
+    rng = np.random.default_rng(0)
+    x0 = rng.integers(0, 255, size=(6, 48, 48, 3), dtype=np.uint8)
+    y0 = np.array([1, 1, 1, 0, 0, 0])
+    loop = _loop(records, tmp_path, initial=(x0, y0))
+    props = loop.propose()
+    loop.label(props[0].patch_id, "healthy")
+    loop.label(props[1].patch_id, "skip")
+    x, y = loop.training_set()
+    assert x.shape == (7, 48, 48, 3) and y.tolist() == [1, 1, 1, 0, 0, 0, 0]
+    assert np.array_equal(x[:6], x0)
+    assert loop.update()["n_labels"] == 1
+    with pytest.raises(ValueError, match="initial must be"):
+        _loop(records, tmp_path / "bad", initial=(x0[:, :32, :32], y0))
+    with pytest.raises(ValueError, match="0 \\(healthy\\) or 1"):
+        _loop(records, tmp_path / "bad2", initial=(x0, y0 + 1))
