@@ -466,13 +466,16 @@ HEADLINES: list[tuple[str, str, str]] = [
     ("EGL/random area under the AP-vs-patches curve [95% CI] (>1: EGL better)", "03_lenet_egl", "summary.aulc"),
     ("Natural-prevalence test grid: exudate share", "03_lenet_egl", "pool.prevalence"),
     ("Converged reference: test grid AP", "03_lenet_egl", "reference.test.ap"),
-    ("SeS/NSeS epochs to plateau (mean)", "04_ses_hemorrhage", "plateau_ratio_ses_over_nses.mean"),
+    ("SeS/NSeS epochs to plateau, mean [min, max] over seeds (paper 0.35)", "04_ses_hemorrhage",
+     "plateau_ratio_ses_over_nses.text"),
     ("Final monitoring Az SeS (mean)", "04_ses_hemorrhage", "final_monitor_az.SeS.mean"),
     ("Final monitoring Az NSeS (mean)", "04_ses_hemorrhage", "final_monitor_az.NSeS.mean"),
-    ("Test Az SeS [95% CI]", "05_evaluation", "image_level.ses.az_text"),
-    ("Test Az NSeS [95% CI]", "05_evaluation", "image_level.nses.az_text"),
-    ("FROC sensitivity SeS @0.1 / @1 FP/image", "05_evaluation", "froc.ses.text"),
-    ("FROC sensitivity NSeS @0.1 / @1 FP/image", "05_evaluation", "froc.nses.text"),
+    ("Hemorrhage test set: images / with hemorrhages / lesions", "05_evaluation", "test.size_text"),
+    ("Test Az SeS [95% CI] (CI width)", "05_evaluation", "test.ses.text"),
+    ("Test Az NSeS [95% CI] (CI width)", "05_evaluation", "test.nses.text"),
+    ("Test Az SeS - NSeS, paired bootstrap p", "05_evaluation", "test.paired_text"),
+    ("FROC sensitivity SeS @0.1 / @1 FP/image [95% CI]", "05_evaluation", "test.ses.froc_text"),
+    ("FROC sensitivity NSeS @0.1 / @1 FP/image [95% CI]", "05_evaluation", "test.nses.froc_text"),
 ]
 
 

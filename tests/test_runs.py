@@ -229,3 +229,22 @@ def test_kernels_talk_over_private_ipc_sockets_without_the_tcp_warning(series, t
     assert km.transport == "ipc" and Path(km.ip).parent.name.startswith("fundus_nb-kernel-")
     km.cleanup_ipc_files()
     assert not Path(km.ip).parent.exists()
+
+
+def test_summary_shows_the_ses_test_rows_and_na_when_absent(tmp_path):
+    """Notebook 04/05 rows: the texts the notebooks record, 'n/a' for a run that lacks them."""
+    run_dir = tmp_path / "r"
+    runs.record_metrics(run_dir, "04_ses_hemorrhage", {"plateau_ratio_ses_over_nses": {"text": "0.98 [0.74, 1.19] (3 seeds)"}})
+    test = {"size_text": "120 / 48 / 187 (synthetic)", "paired_text": "+0.114, p = 0.00035",
+            "ses": {"text": "0.913 [0.842, 0.969] (width 0.127)", "froc_text": "0.59 [0.47, 0.70] / 0.79 [0.70, 0.86]"},
+            "nses": {"text": "0.799 [0.703, 0.883] (width 0.179)"}}
+    runs.record_metrics(run_dir, "05_evaluation", {"test": test})
+    cells = [line[2:-2].split(" | ") for line in runs.summary_table(run_dir).splitlines() if line.startswith("| ")]
+    rows = {c[0]: c[1] for c in cells if len(c) == 2}
+    assert rows["SeS/NSeS epochs to plateau, mean [min, max] over seeds (paper 0.35)"] == "0.98 [0.74, 1.19] (3 seeds)"
+    assert rows["Hemorrhage test set: images / with hemorrhages / lesions"] == "120 / 48 / 187 (synthetic)"
+    assert rows["Test Az SeS [95% CI] (CI width)"] == "0.913 [0.842, 0.969] (width 0.127)"
+    assert rows["Test Az NSeS [95% CI] (CI width)"] == "0.799 [0.703, 0.883] (width 0.179)"
+    assert rows["Test Az SeS - NSeS, paired bootstrap p"] == "+0.114, p = 0.00035"
+    assert rows["FROC sensitivity SeS @0.1 / @1 FP/image [95% CI]"] == "0.59 [0.47, 0.70] / 0.79 [0.70, 0.86]"
+    assert rows["FROC sensitivity NSeS @0.1 / @1 FP/image [95% CI]"] == "n/a"
