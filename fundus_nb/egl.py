@@ -63,6 +63,7 @@ __all__ = [
     "gradient_embedding",
     "kmeans_pp",
     "degeneracy",
+    "degeneracy_from",
     "fit_until_plateau",
     "area_under_curve",
     "standardized_confounder_map",
@@ -460,9 +461,10 @@ class _Trainer:
         self.steps = None if steps is None else int(steps)
         self.iterations = 0
 
-    def __call__(self, idx: np.ndarray, epochs: int | None = None) -> None:
+    def __call__(self, idx: np.ndarray, epochs: int | None = None, steps: int | None = None) -> None:
         idx = np.asarray(idx, np.int64)
-        steps = self.steps if epochs is None else None
+        if steps is None:
+            steps = self.steps if epochs is None else None
 
         def batches(epoch, rng):
             done = 0
@@ -590,6 +592,12 @@ def degeneracy(model: nn.Module, x, dead_threshold: float = 0.95) -> dict[str, f
     """
     xt = _as_input(x)
     a, logits = _penultimate(model, xt.to(_device_of(model)))
+    return degeneracy_from(a, logits, dead_threshold)
+
+
+def degeneracy_from(a: torch.Tensor, logits: torch.Tensor, dead_threshold: float = 0.95) -> dict[str, float]:
+    """:func:`degeneracy` from one forward pass already made: the last layer's input ``a`` (N, d)
+    and the logits (N, C) (``_penultimate``), so an evaluation can reuse the pass."""
     pred = logits.argmax(1)
     rate = float((pred == 1).float().mean())
     one = float(rate in (0.0, 1.0))
@@ -734,6 +742,7 @@ def select_images(
     initial: str = "random",
     safeguard: bool = False,
     steps_per_round: int | None = None,
+    initial_steps: int | None = None,
 ) -> SelectionResult:
     """Algorithm 2: EGL active selection of images.
 
@@ -767,6 +776,12 @@ def select_images(
     steps_per_round : int, optional
         Each model update runs this many SGD steps (batches cycled over the labelled set) instead
         of ``epochs_per_round`` passes over a growing set (remedy against collapse).
+    initial_steps : int, optional
+        SGD steps of the initial model on ``L0`` (batches cycled over ``L0``, with augmentation).
+        None: one pass over ``L0`` (the paper's 5 batches = 5 steps). The labelled set is the same
+        either way; only the compute differs. A LeNet from PyTorch's default initialisation still
+        predicts one class after 5 (and usually after 60) steps, so the first rounds would be
+        chosen by a degenerate model (notebook 03 measures this and uses a few hundred steps).
     rounds : int, optional
         Images added (default: until every image is chosen).
     record_interestingness : bool, optional
@@ -813,6 +828,8 @@ def select_images(
         raise ValueError(f"initial must be 'random' or 'stratified', got {initial!r}")
     if steps_per_round is not None and (isinstance(steps_per_round, bool) or int(steps_per_round) < 1):
         raise ValueError(f"steps_per_round must be a positive number of SGD steps or None, got {steps_per_round!r}")
+    if initial_steps is not None and (isinstance(initial_steps, bool) or int(initial_steps) < 1):
+        raise ValueError(f"initial_steps must be a positive number of SGD steps or None, got {initial_steps!r}")
     chosen = list(rng.choice(n_img, size=mu, replace=False).astype(int))
     cand = np.flatnonzero(np.isin(img_of, chosen))
     n0 = min(int(initial_batches) * int(batch_size), len(cand))
@@ -833,7 +850,10 @@ def select_images(
     free = np.setdiff1d(cand, l0)
     train = _Trainer(model, pool, fit, batch_size, augment, epochs_per_round, steps_per_round)
     res = SelectionResult(strategy=strategy, selected=[l0], image_order=list(chosen))
-    train(l0, epochs=1)
+    if initial_steps is None:
+        train(l0, epochs=1)
+    else:
+        train(l0, steps=int(initial_steps))
     res.initial_iterations = train.iterations
     _record(res.records, model, eval_fn, round=0, iterations=train.iterations, n_patches=n0, n_images=mu)
     interest = np.full((rounds, n_img), np.nan)
@@ -944,20 +964,25 @@ def fit_until_plateau(
     max_epochs: int = 30,
     patience: int = 2,
     seed: int = 0,
+    min_epochs: int = 1,
 ) -> dict[str, Any]:
     """Train epoch by epoch until the validation loss stops improving; keep the best epoch.
 
     **Rule**: after each epoch ``val_loss(model)`` is measured; training stops when it has not
     fallen below its best value for ``patience`` epochs in a row, or after ``max_epochs`` (the
-    paper's 30), and the weights of the best epoch are restored. ``batches(epoch, rng)`` gets
+    paper's 30), and the weights of the best epoch are restored. No stop happens before
+    ``min_epochs`` epochs: a LeNet from PyTorch's default initialisation sits at one class for its
+    first tens of SGD steps, and on a small training set an epoch is a handful of steps, so the
+    loss of the first epochs can rise while the model is still at chance (notebook 03 derives
+    ``min_epochs`` from a minimum number of SGD steps). ``batches(epoch, rng)`` gets
     ``rng = default_rng([seed, epoch])`` as in the ``train.fit`` contract.
 
     Returns ``{"epochs", "best_epoch", "val_loss"}`` (the list of losses per epoch).
     """
     import copy
 
-    if int(max_epochs) < 1 or int(patience) < 1:
-        raise ValueError(f"max_epochs and patience must be >= 1, got {max_epochs} and {patience}")
+    if int(max_epochs) < 1 or int(patience) < 1 or int(min_epochs) < 1:
+        raise ValueError(f"max_epochs, patience and min_epochs must be >= 1, got {max_epochs}, {patience} and {min_epochs}")
     losses, best, best_state, since = [], np.inf, None, 0
     for epoch in range(int(max_epochs)):
         fit(model, lambda _e, _r, ep=epoch: batches(ep, np.random.default_rng([seed, ep])), epochs=1)
@@ -967,7 +992,7 @@ def fit_until_plateau(
             best, best_state, since = loss, copy.deepcopy(model.state_dict()), 0
         else:
             since += 1
-            if since >= int(patience):
+            if since >= int(patience) and epoch + 1 >= int(min_epochs):
                 break
     model.load_state_dict(best_state)
     return {"epochs": len(losses), "best_epoch": int(np.argmin(losses)) + 1, "val_loss": losses}
@@ -986,14 +1011,17 @@ def standardized_confounder_map(raw, std) -> np.ndarray | None:
     """The synthetic ``confounder_map`` of ``raw`` mapped into the geometry of its standardized
     record ``std`` (nearest pixel, through the same FOV crop box), or None without a map.
 
-    ``preprocess.standardize_record`` maps the image, masks and fov but carries other fields
-    unchanged, so the notebook maps this analysis-only map here.
+    ``preprocess.standardize_record`` maps it too (record version 3); this function returns that
+    map, and maps the raw one itself for records standardized otherwise.
     """
     from . import preprocess
 
     km = getattr(raw, "confounder_map", None)
     if km is None:
         return None
+    done = getattr(std, "confounder_map", None)
+    if done is not None and done is not km and done.shape == std.image.shape[:2]:
+        return done  # preprocess.standardize_record (version >= 3) maps it already
     top, left, side = preprocess.crop_box(raw.fov)
     size = std.image.shape[0]
     src = np.floor(top + (np.arange(size) + 0.5) * side / size).astype(int)

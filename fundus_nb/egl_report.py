@@ -15,7 +15,7 @@ import numpy as np
 from . import data, egl, metrics, models, patches
 
 __all__ = [
-    "REMEDIES", "check_settings", "run_plan", "final_scores", "curve_band", "label_efficiency",
+    "REMEDIES", "check_settings", "run_plan", "evaluate", "final_scores", "curve_band", "label_efficiency",
     "count_collapses", "collapse_story", "picks_summary", "fp_table", "plot_picks_and_fp",
     "score_on_dataset", "notebook_metrics", "discussion",
 ]
@@ -55,6 +55,20 @@ def run_plan(strategies, remedies, n_seeds: int, n_seeds_other: int, steps_per_r
                     extra["steps_per_round"] = int(steps_per_round)
                 plan.append((f"egl+{r}", rep, {"strategy": "egl", **extra}))
     return plan
+
+
+def evaluate(model, x_val, y_val, grid: egl.GridSet) -> dict:
+    """One evaluation of a model during selection: balanced validation F / sensitivity /
+    specificity (threshold 0.5), validation-grid AP and the collapse flags of
+    ``egl.degeneracy`` (one forward pass over the balanced patches serves both)."""
+    import torch
+
+    x = torch.as_tensor(x_val) if not isinstance(x_val, np.ndarray) or x_val.dtype != np.uint8 else x_val
+    a, logits = egl._penultimate(model, egl._as_input(x).to(egl._device_of(model)))
+    p = torch.softmax(logits.double(), 1)[:, 1].cpu().numpy()
+    out = {k: float(v) for k, v in metrics.patch_metrics(y_val, (p >= 0.5).astype(int)).items()}
+    out["ap"] = metrics.grid_scores(grid.y, models.predict_proba(model, grid.x), weights=grid.weights)["ap"]
+    return {**out, **egl.degeneracy_from(a, logits)}
 
 
 def final_scores(model, x_test, y_test, grid: egl.GridSet) -> dict:
@@ -228,8 +242,9 @@ def _fmt(r: dict) -> str:
     return f"{r['mean']:.2f} (95% CI {r['ci_low']:.2f}-{r['ci_high']:.2f})"
 
 
-def discussion(eff, collapses, full_scores, reference, grid, fp, plateau) -> str:
-    """Discussion sentences written from this run's numbers."""
+def discussion(eff, collapses, full_scores, reference, grid, fp, plateau, picks=None, finals=None) -> str:
+    """Discussion sentences written from this run's numbers (``picks``: :func:`picks_summary` per
+    strategy; ``finals``: the final test scores per strategy, for the mean test AP)."""
     rp, ra = eff["ratio"]["n_patches"], eff["ratio"]["aulc"]
     lines = [f"- The converged reference stopped after {plateau['epochs']} epochs; test F {reference['f_measure']:.3f} "
              f"on balanced patches but AP {reference['ap']:.3f} on the natural-prevalence grid "
@@ -243,6 +258,20 @@ def discussion(eff, collapses, full_scores, reference, grid, fp, plateau) -> str
     else:
         lines.append("  The CI includes 1: on these seeds EGL is not shown to beat random.")
     lines.append(f"- Ratio of areas under the AP curves (EGL / random, above 1 = EGL better): {_fmt(ra)}.")
+    if ra["mean"] is not None and not (rp["mean"] is not None and rp["ci_high"] < 1) and not ra["ci_low"] > 1:
+        lines.append("  Plainly: on these seeds EGL did not beat random selection.")
+    if finals:
+        lines.append("- Mean final test-grid AP: " + ", ".join(
+            f"{n} {np.mean([f['ap'] for f in fs]):.3f} ({len(fs)} seeds)" for n, fs in finals.items())
+            + f"; the all-data reference {reference['ap']:.3f}.")
+    if picks and "egl" in picks and "random" in picks:
+        e, r = picks["egl"], picks["random"]
+        if e["exudate_share"] is not None and r["exudate_share"] is not None:
+            neg = lambda p: ", ".join(f"{k} {v:.2f}" for k, v in p["negatives_by_kind"].items() if v > 0)  # noqa: E731
+            lines.append(f"- Why: EGL's picks were {e['exudate_share']:.0%} exudate against random's "
+                         f"{r['exudate_share']:.0%}; the largest share of a run's exudate picks from one lesion "
+                         f"cluster was {e['largest_cluster_share']:.0%} for EGL and {r['largest_cluster_share']:.0%} for "
+                         f"random; EGL's negative picks by kind: {neg(e)} (random: {neg(r)}).")
     lines.append("- Collapsed runs: " + ", ".join(f"{n} {c['runs']}/{c['of']}" for n, c in collapses.items()) + ".")
     worst = {n: max((k for k in v if k != "plain" and v[k] is not None), key=lambda k: v[k], default=None) for n, v in fp.items()}
     lines.append("- Most confused confounder per model: " + ", ".join(

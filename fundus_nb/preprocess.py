@@ -485,7 +485,7 @@ def standardize(image, size: int = 512) -> tuple[np.ndarray, np.ndarray]:
 
 
 #: Bump whenever :func:`standardize_record`'s output changes: it is part of the cache key.
-STANDARDIZE_VERSION = 2
+STANDARDIZE_VERSION = 3
 _CACHED_FIELDS = ("exudate_mask", "hemorrhage_mask", "hemorrhage_centers")
 
 
@@ -540,7 +540,8 @@ def standardize_record(rec, size: int = 512, cache: bool = True):
 
     The FOV is the record's own ``fov`` when it has one (exact, synthetic data), else
     :func:`fov_mask` of the image. The same crop box and resize apply to the image, the exudate and
-    hemorrhage masks (kept where the lesion covers >= half an output pixel) and the fov; hemorrhage
+    hemorrhage masks (kept where the lesion covers >= half an output pixel), the fov and the synthetic
+    ``confounder_map`` (nearest source pixel, 0 outside the fov); hemorrhage
     centres (row, col) are mapped exactly, ``(p - corner + 0.5) * size / side - 0.5``. The pixel
     under every mapped hemorrhage centre stays marked in the hemorrhage mask, so a hemorrhage smaller
     than half an output pixel does not vanish (IDRiD_29's four small ones at 128 px would, making a
@@ -606,6 +607,15 @@ def _standardize_record(rec, size: int):
     for name in ("exudate_mask", "hemorrhage_mask"):
         if name in masks:
             new[name] = resize_area(_crop(masks[name], box).astype(np.float32), size) >= 0.5
+    kinds = getattr(rec, "confounder_map", None)
+    if kinds is not None:  # synthetic analysis-only codes: nearest source pixel (codes are not averaged)
+        kinds = np.asarray(kinds)
+        src = np.floor(np.array([top, left])[:, None] + (np.arange(size) + 0.5) * side / size).astype(int)
+        ok_r, ok_c = (src[0] >= 0) & (src[0] < shape[0]), (src[1] >= 0) & (src[1] < shape[1])
+        mapped = np.zeros((size, size), kinds.dtype)
+        mapped[np.ix_(ok_r, ok_c)] = kinds[np.ix_(src[0][ok_r], src[1][ok_c])]
+        mapped[~new["fov"]] = 0
+        new["confounder_map"] = mapped
     if rec.hemorrhage_centers is not None:
         pts = np.asarray(rec.hemorrhage_centers, dtype=float).reshape(-1, 2)
         new["hemorrhage_centers"] = (pts - np.array([top, left]) + 0.5) * (size / side) - 0.5

@@ -514,3 +514,52 @@ def test_area_under_curve_trapezoid():
     from scipy.integrate import trapezoid
 
     assert egl.area_under_curve(x, y) == pytest.approx(trapezoid(y, x) / 30)
+
+
+def test_fit_until_plateau_min_epochs():
+    # rising loss at first (a one-class model): without min_epochs the rule stops after 3 epochs
+    seq = [0.70, 0.71, 0.72, 0.50, 0.40, 0.45, 0.46, 0.47]
+    model = nn.Linear(2, 2)
+    fit = lambda m, b, epochs: None  # noqa: E731
+    early = egl.fit_until_plateau(model, fit, lambda e, r: [], lambda m, it=iter(seq): next(it), max_epochs=8, patience=2)
+    assert early["epochs"] == 3 and early["best_epoch"] == 1
+    late = egl.fit_until_plateau(model, fit, lambda e, r: [], lambda m, it=iter(seq): next(it), max_epochs=8, patience=2,
+                                 min_epochs=4)
+    # no stop before epoch 4; best 0.40 at epoch 5, stop after two epochs without improvement
+    assert late["epochs"] == 7 and late["best_epoch"] == 5
+    with pytest.raises(ValueError, match="min_epochs"):
+        egl.fit_until_plateau(model, fit, lambda e, r: [], lambda m: 0.0, min_epochs=0)
+
+
+def test_select_images_initial_steps():
+    pool, _ = make_pool(n_images=4, per_image=20, seed=3)
+    torch.manual_seed(0)
+    res = egl.select_images(LeNet(), pool, FIT, mu=2, rounds=1, k=4, stride=48, seed=0, augment=False,
+                            initial_batches=1, batch_size=16, initial_steps=7)
+    # the initial model trains 7 steps on L0 (16 patches, cycled in batches of 16); L0 is unchanged
+    assert res.initial_iterations == 7 and len(res.selected[0]) == 16
+    assert res.records[0]["n_patches"] == 16
+    # one epoch over L0 + 4 picks (20 patches: 2 batches of 16) after the round
+    assert res.records[1]["iterations"] == 7 + 2
+    with pytest.raises(ValueError, match="initial_steps must be a positive number"):
+        egl.select_images(LeNet(), pool, FIT, mu=2, rounds=0, initial_steps=0)
+
+
+def test_evaluate_matches_separate_passes():
+    from fundus_nb import egl_report, metrics, models
+
+    pool, _ = make_pool(n_images=2, per_image=40, seed=4)
+    model = trained_lenet()
+    x = to_tensor(pool.extract(np.arange(len(pool))))
+    y = pool.labels.astype(int)
+    grid = egl.GridSet(pool.extract(np.arange(len(pool))), y, np.zeros(len(y), np.uint8), np.ones(len(y)), len(y),
+                       float(y.mean()))
+    got = egl_report.evaluate(model, x, y, grid)
+    p = models.predict_proba(model, x)
+    want = metrics.patch_metrics(y, (p >= 0.5).astype(int))
+    for k, v in want.items():
+        assert got[k] == pytest.approx(v)
+    from sklearn.metrics import average_precision_score
+
+    assert got["ap"] == pytest.approx(average_precision_score(y, p), rel=1e-5)
+    assert got["collapsed"] == egl.degeneracy(model, x)["collapsed"]

@@ -385,3 +385,19 @@ def test_scale_table_converts_each_length_by_size_over_512():
         pp.scale_table({"cand_min_distance": -1}, 256)
     with pytest.raises(TypeError, match="lengths must be a dict"):
         pp.scale_table([8.0], 256)
+
+
+def test_standardize_record_maps_the_confounder_map_by_nearest_pixel():
+    rec = data.load("synthetic", n_patients=1, seed=3, size=160)[0]
+    assert rec.confounder_map is not None and rec.confounder_map.any()
+    out = pp.standardize_record(rec, size=64)
+    top, left, side = pp.crop_box(rec.fov)
+    want = np.zeros((64, 64), np.uint8)
+    for i in range(64):  # brute force: the source pixel under each output pixel's centre
+        for j in range(64):
+            r, c = int(np.floor(top + (i + 0.5) * side / 64)), int(np.floor(left + (j + 0.5) * side / 64))
+            if 0 <= r < rec.fov.shape[0] and 0 <= c < rec.fov.shape[1] and out.fov[i, j]:
+                want[i, j] = rec.confounder_map[r, c]
+    assert out.confounder_map.shape == (64, 64)
+    np.testing.assert_array_equal(out.confounder_map, want)
+    assert set(np.unique(out.confounder_map)) <= set(np.unique(rec.confounder_map))

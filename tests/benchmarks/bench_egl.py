@@ -11,6 +11,11 @@ Measures, side by side in one run on the same 48x48 patches and the same LeNet, 
 * the naive loop: one forward + one backward per patch and per class.
 
 Bars (issue 4): fc >= 10x naive and >= 0.5x forward; all >= 3x naive. Exits 1 if one is missed.
+
+Also reported (no bar; issue 10, notebook 03's time budget): the same forward and EGL ``fc`` with
+the model in channels-last memory layout (notebook 03's ``new_lenet``), and SGD training on
+batches of 32 (patches per second, contiguous and channels-last): a notebook-03 run costs about
+``SGD steps x 32 / train rate + scored patches / egl rate + evaluated patches / forward rate``.
 Each timing is the best of ``--repeat`` runs (the machine is shared, timings are noisy).
 """
 
@@ -84,6 +89,24 @@ def main(argv=None) -> int:
         "naive_fc": best_rate(lambda: naive(model, xn, "fc"), a.n_naive, a.repeat),
         "naive_all": best_rate(lambda: naive(model, xn, "all"), a.n_naive, a.repeat),
     }
+    cl = LeNet().eval()
+    cl.load_state_dict(model.state_dict())
+    cl = cl.to(memory_format=torch.channels_last)
+    rates["forward_cl"] = best_rate(lambda: forward(cl, x), a.n, a.repeat)
+    rates["egl_fc_cl"] = best_rate(lambda: expected_gradient_length(cl, x, "fc"), a.n, a.repeat)
+    y = torch.randint(0, 2, (a.n,), generator=torch.Generator().manual_seed(0))
+    for name, m in (("train", model), ("train_cl", cl)):
+        opt = torch.optim.SGD(m.parameters(), lr=0.0, momentum=0.9)  # lr 0: the same work, weights kept
+
+        def steps(m=m, opt=opt):
+            m.train()
+            for s in range(0, a.n, 32):
+                opt.zero_grad()
+                nn.functional.cross_entropy(m(x[s : s + 32]), y[s : s + 32]).backward()
+                opt.step()
+            m.eval()
+
+        rates[name] = best_rate(steps, a.n, a.repeat)
     for k, v in rates.items():
         print(f"{k:10s} {v:10.1f} patches/s")
     ratios = {
