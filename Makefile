@@ -27,7 +27,7 @@ run: $(STAMP)
 	$(BIN)/python -m fundus_nb run $(ARGS)
 
 test: $(STAMP)
-	TQDM_DISABLE=1 $(BIN)/python -m pytest $(ARGS)
+	TQDM_DISABLE=1 FUNDUS_NB_CELL_TIMEOUT=900 $(BIN)/python -m pytest $(ARGS)
 
 # JupyterLab in headless Chromium (Debian: apt-get install chromium chromium-driver): clicks notebook
 # 07's labelling widget and saves screenshots under runs/browser-test/. Skips when no browser is found.

@@ -324,6 +324,22 @@ class RunResult:
         return all(r.status in ("ok", "skipped") for r in self.results)
 
 
+def _cell_timeout() -> float | None:
+    """Seconds one notebook cell may run (environment variable ``FUNDUS_NB_CELL_TIMEOUT``; unset: no
+    limit, as a paper-preset training cell runs for hours). ``make test`` sets it so that a kernel
+    that stops answering fails the test instead of hanging it."""
+    value = os.environ.get("FUNDUS_NB_CELL_TIMEOUT", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise RunError(f"FUNDUS_NB_CELL_TIMEOUT must be a number of seconds, got {value!r}") from None
+    if seconds <= 0:
+        raise RunError(f"FUNDUS_NB_CELL_TIMEOUT must be positive, got {value!r}; unset it for no limit")
+    return seconds
+
+
 def _local_kernel_manager():
     """The kernel manager papermill uses: the kernel talks over local IPC sockets in a private
     temporary folder instead of TCP ports, so ipykernel does not warn about unencrypted TCP traffic
@@ -426,6 +442,7 @@ def run_series(
                 cwd=str(run_dir),
                 kernel_name="python3",
                 kernel_manager_class=_local_kernel_manager(),
+                execution_timeout=_cell_timeout(),
                 progress_bar=False,
                 log_output=False,
             )

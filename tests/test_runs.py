@@ -248,3 +248,15 @@ def test_summary_shows_the_ses_test_rows_and_na_when_absent(tmp_path):
     assert rows["Test Az SeS - NSeS, paired bootstrap p"] == "+0.114, p = 0.00035"
     assert rows["FROC sensitivity SeS @0.1 / @1 FP/image [95% CI]"] == "0.59 [0.47, 0.70] / 0.79 [0.70, 0.86]"
     assert rows["FROC sensitivity NSeS @0.1 / @1 FP/image [95% CI]"] == "n/a"
+
+
+def test_a_cell_that_runs_past_the_cell_timeout_fails_the_notebook(tmp_path, monkeypatch):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    _notebook(d / "01_slow.ipynb", 'run_dir = ""\n', "import time\ntime.sleep(30)\n")
+    monkeypatch.setenv("FUNDUS_NB_CELL_TIMEOUT", "3")
+    result = runs.run_series({}, run_dir=tmp_path / "run", notebooks=d, progress=False, stop_on_error=False)
+    assert result.results[0].status == "failed" and "3 seconds" in result.results[0].error
+    monkeypatch.setenv("FUNDUS_NB_CELL_TIMEOUT", "soon")
+    with pytest.raises(RunError, match="FUNDUS_NB_CELL_TIMEOUT must be a number"):
+        runs._cell_timeout()

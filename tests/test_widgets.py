@@ -16,14 +16,21 @@ from fundus_nb import runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Appended to every notebook: drive every ``interact`` widget (IPython's capture sees what the
-#: callback displays) and every package widget (they draw into an ``Output`` whose ``outputs`` the
+#: Appended to every notebook: drive every ``interact`` widget (the kernel's display publisher and
+#: stdout are wrapped to see what the callback shows, and ``showtraceback`` to see it raise) and every
+#: package widget (they draw into an ``Output`` whose ``outputs`` the
 #: kernel holds); the notebook fails when a control changes nothing or raises.
 DRIVER = r'''
 import json as _json
-from IPython.utils.capture import capture_output as _capture
+import sys as _sys
 from ipywidgets import interactive as _Interactive
 from ipywidgets.widgets.widget import _instances as _live
+
+_ip, _seen = get_ipython(), []
+_publish, _write, _showtb = _ip.display_pub.publish, _sys.stdout.write, _ip.showtraceback
+_ip.display_pub.publish = lambda data, *a, **k: (_seen.append(dict(data)), _publish(data, *a, **k))[1]
+_sys.stdout.write = lambda text: (_seen.append({"stdout": text}), _write(text))[1]
+_ip.showtraceback = lambda *a, **k: (_seen.append({"traceback": True}), _showtb(*a, **k))[1]
 
 def _other(control):
     opts = getattr(control, "options", None)
@@ -36,12 +43,11 @@ _driven = []
 for _w in list(_live.values()):
     if isinstance(_w, _Interactive):
         for _c in _w.kwargs_widgets:
-            with _capture() as _cap:
-                _c.value = _other(_c)
-            _shown = [o for o in _cap.outputs if "image/png" in o.data or "text/plain" in o.data] or _cap.stdout
-            assert _shown, f"moving {_c.description!r} showed nothing"
-            assert "Traceback" not in _cap.stdout + _cap.stderr, _cap.stdout + _cap.stderr
-            assert not any("Axes" in o.data.get("text/plain", "") for o in _cap.outputs), "a callback returned an Axes"
+            _seen.clear()
+            _c.value = _other(_c)
+            assert _seen, f"moving {_c.description!r} showed nothing"
+            assert not any("traceback" in d for d in _seen), f"moving {_c.description!r} raised"
+            assert not any("Axes" in str(d.get("text/plain", "")) for d in _seen), "a callback returned an Axes"
             _driven.append(["interact", _c.description])
     if hasattr(_w, "page_slider"):
         _before = _json.dumps(_w.out.outputs, default=str)
@@ -50,7 +56,6 @@ for _w in list(_live.values()):
         _w.class_filter.value = "negative"
         _driven.append(["patch_browser", "page", "class"])
     if hasattr(_w, "update_button"):
-        _n = sum(_w_.value is not None for _w_ in _w.toggles)
         _curve = _json.dumps(_w.curve.outputs, default=str)
         _w.toggles[0].value = "exudate"
         _w.key_box.value = "eh"
@@ -61,6 +66,7 @@ for _w in list(_live.values()):
         assert _json.dumps(_w.curve.outputs, default=str) != _curve, "the F-measure plot did not change"
         _w.next_button.click()
         _driven.append(["labelling_widget", "toggles", "keys", "undo", "update", "next"])
+_ip.display_pub.publish, _sys.stdout.write, _ip.showtraceback = _publish, _write, _showtb
 print("DRIVEN " + _json.dumps(_driven))
 '''
 
@@ -84,8 +90,14 @@ def interactive_run(tmp_path_factory):
         nb.cells.append(nbformat.v4.new_code_cell(DRIVER))
         nbformat.write(nb, str(folder / path.name))
     run_dir = tmp_path_factory.mktemp("interactive_run")
-    return runs.run_series("quick", {"interactive": True}, run_dir=run_dir, notebooks=folder, progress=False,
-                           stop_on_error=False)
+    return runs.run_series(_quick_for(folder), {"interactive": True}, run_dir=run_dir, notebooks=folder,
+                           progress=False, stop_on_error=False)
+
+
+def _quick_for(folder: Path) -> dict:
+    """The quick preset's values for the names the notebooks in ``folder`` declare."""
+    declared = set().union(*(runs.notebook_parameters(p) for p in runs.list_notebooks(folder)))
+    return {k: v for k, v in runs.load_preset("quick").items() if k in declared}
 
 
 def _driven(result) -> list:
