@@ -246,7 +246,9 @@ def discussion(eff, collapses, full_scores, reference, grid, fp, plateau, picks=
     """Discussion sentences written from this run's numbers (``picks``: :func:`picks_summary` per
     strategy; ``finals``: the final test scores per strategy, for the mean test AP)."""
     rp, ra = eff["ratio"]["n_patches"], eff["ratio"]["aulc"]
-    lines = [f"- The converged reference stopped after {plateau['epochs']} epochs; test F {reference['f_measure']:.3f} "
+    still = (" and was still improving at its last epoch (the epoch cap, not a plateau, stopped it)"
+             if plateau.get("best_epoch") == plateau["epochs"] else "")
+    lines = [f"- The all-data reference stopped after {plateau['epochs']} epochs{still}; test F {reference['f_measure']:.3f} "
              f"on balanced patches but AP {reference['ap']:.3f} on the natural-prevalence grid "
              f"({grid.prevalence:.2%} exudate)."]
     lines.append(f"- EGL / random labelled patches to reach AP {eff['target_ap']:.3f}: {_fmt(rp)}; censored runs "

@@ -563,3 +563,33 @@ def test_evaluate_matches_separate_passes():
 
     assert got["ap"] == pytest.approx(average_precision_score(y, p), rel=1e-5)
     assert got["collapsed"] == egl.degeneracy(model, x)["collapsed"]
+
+
+def _fake_report(ci_patches, ci_aulc):
+    ratio = lambda lo, hi: {"mean": (lo + hi) / 2, "ci_low": lo, "ci_high": hi, "per_seed": [lo, hi]}  # noqa: E731
+    eff = {"target_ap": 0.3, "censored": {"egl": 0, "random": 1},
+           "ratio": {"n_patches": ratio(*ci_patches), "aulc": ratio(*ci_aulc)}}
+    coll = {"egl": {"runs": 0, "of": 5}, "random": {"runs": 1, "of": 5}}
+    fp = {"egl": {"plain": 0.01, "drusen": 0.2}, "random": {"plain": 0.02, "drusen": 0.1}}
+    picks = {n: {"exudate_share": s, "largest_cluster_share": 0.5, "negatives_by_kind": {"plain": 0.9, "drusen": 0.1}}
+             for n, s in (("egl", 0.6), ("random", 0.4))}
+    finals = {"egl": [{"ap": 0.3}, {"ap": 0.5}], "random": [{"ap": 0.2}]}
+    grid = egl.GridSet(np.zeros((1, 48, 48, 3), np.uint8), np.zeros(1, int), np.zeros(1, np.uint8), np.ones(1), 100, 0.01)
+    return egl_report_discussion(eff, coll, {}, {"f_measure": 0.99, "ap": 0.35}, grid, fp, {"epochs": 12}, picks, finals)
+
+
+def egl_report_discussion(*a):
+    from fundus_nb import egl_report
+
+    return egl_report.discussion(*a)
+
+
+def test_discussion_says_plainly_whether_egl_beat_random():
+    text = _fake_report((0.8, 1.2), (0.9, 1.1))
+    assert "did not beat random" in text and "CI includes 1" in text
+    assert "egl 0.400 (2 seeds)" in text and "random 0.200 (1 seeds)" in text
+    assert "EGL's picks were 60% exudate against random's 40%" in text
+    better = _fake_report((0.5, 0.9), (1.1, 1.3))
+    assert "CI excludes 1" in better and "did not beat random" not in better
+    worse = _fake_report((1.1, 1.5), (0.7, 0.9))
+    assert "EGL did not beat random" in worse
