@@ -47,7 +47,7 @@ for _w in list(_live.values()):
             _c.value = _other(_c)
             assert _seen, f"moving {_c.description!r} showed nothing"
             assert not any("traceback" in d for d in _seen), f"moving {_c.description!r} raised"
-            assert not any("Axes" in str(d.get("text/plain", "")) for d in _seen), "a callback returned an Axes"
+            assert not any(str(d.get("text/plain", "")).startswith("<Axes") for d in _seen), "a callback returned an Axes"
             _driven.append(["interact", _c.description])
     if hasattr(_w, "page_slider"):
         _before = _json.dumps(_w.out.outputs, default=str)
