@@ -275,7 +275,8 @@ def discussion(eff, collapses, full_scores, reference, grid, fp, plateau, picks=
                          f"cluster was {e['largest_cluster_share']:.0%} for EGL and {r['largest_cluster_share']:.0%} for "
                          f"random; EGL's negative picks by kind: {neg(e)} (random: {neg(r)}).")
     lines.append("- Collapsed runs: " + ", ".join(f"{n} {c['runs']}/{c['of']}" for n, c in collapses.items()) + ".")
-    worst = {n: max((k for k in v if k != "plain" and v[k] is not None), key=lambda k: v[k], default=None) for n, v in fp.items()}
+    worst = {n: max((k for k in v if k != "plain" and v[k]), key=lambda k: v[k], default=None) for n, v in fp.items()}
     lines.append("- Most confused confounder per model: " + ", ".join(
-        f"{n} {k} ({fp[n][k]:.3f} vs plain {fp[n]['plain']:.3f})" for n, k in worst.items() if k is not None) + ".")
+        f"{n} {k} ({fp[n][k]:.3f} vs plain {fp[n]['plain']:.3f})" for n, k in worst.items() if k is not None)
+        + ("." if any(k is not None for k in worst.values()) else "none (no false positive on any confounder)."))
     return "\n".join(lines)
