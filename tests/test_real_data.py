@@ -204,7 +204,9 @@ def test_quick_series_runs_on_real_idrid_images(idrid_root, tmp_path, monkeypatc
     assert m["02_patch_datasets"]["patients_in_two_splits"] == 0
     assert m["02_patch_datasets"]["hemorrhage_pool"]["negative"] > 0
     egl = m["03_lenet_egl"]
-    assert 0.0 <= egl["full_data"]["f_measure"] <= 1.0 and egl["full_data"]["n_patches"] > 0
+    ref = egl["reference"]["test"]
+    assert 0.0 <= ref["f_measure"] <= 1.0 and 0.0 <= ref["ap"] <= 1.0
+    assert 0.0 < egl["pool"]["prevalence"] < 1.0 and egl["pool"]["n_grid"] > 0
 
     # 04: which monitoring signal was used follows from the split the notebook wrote
     split = json.loads((run_dir / "ses_split.json").read_text())
