@@ -42,7 +42,7 @@ from . import egl
 from ._io import atomic_torch_save, atomic_write_json
 from .metrics import patch_metrics
 from .models import predict_proba
-from .patches import PatchPool, augment_d4, extract, patchify, to_tensor
+from .patches import PatchPool, augment_d4, extract, lesion_near, patchify, to_tensor
 from .preprocess import scale_length
 from .train import fit
 
@@ -78,23 +78,19 @@ def _patch_id(image_id: str, row: int, col: int) -> str:
 def mask_oracle(records: Sequence, window: float = 8.0) -> Callable[[str, int, int], str]:
     """A simulated expert answering from the records' exudate masks.
 
-    It follows the series' grid label rule (:func:`fundus_nb.patches.grid_pool`): a patch is an
-    exudate patch when an exudate pixel lies within ``window`` pixels (Chebyshev distance, given
+    It follows the series' grid label rule (:func:`fundus_nb.patches.lesion_near`, as
+    :func:`fundus_nb.patches.grid_pool` does): a patch is an exudate patch when an exudate pixel lies within ``window`` pixels (Chebyshev distance, given
     at 512-px scale) of its centre, else healthy.
     """
-    masks, halves = {}, {}
+    near = {}
     for rec in records:
         if rec.exudate_mask is None:
             raise ValueError(f"record {rec.id!r} has no exudate mask, so a mask oracle cannot answer for it; "
                              "use annotated images or label by hand")
-        mask = np.asarray(rec.exudate_mask, bool)
-        masks[rec.id] = mask
-        halves[rec.id] = int(round(scale_length(window, max(mask.shape), "window")))
+        near[rec.id] = lesion_near(rec.exudate_mask, window)
 
     def answer(image_id: str, row: int, col: int) -> str:
-        h = halves[image_id]
-        win = masks[image_id][max(row - h, 0) : row + h + 1, max(col - h, 0) : col + h + 1]
-        return "exudate" if win.any() else "healthy"
+        return "exudate" if near[image_id][row, col] else "healthy"
 
     return answer
 
@@ -345,18 +341,13 @@ class LabellingLoop:
             self.history = json.loads(hist.read_text())["updates"]
 
     # ------------------------------------------------------------------ choosing
-    def _grid(self, i: int, stride: float) -> tuple[np.ndarray, np.ndarray]:
-        rec = self.records[i]
-        step = max(1, int(round(scale_length(stride, max(rec.image.shape[:2]), "stride"))))
-        fov = getattr(rec, "fov", None)
-        return patchify(rec.image.shape[:2] if fov is None else np.asarray(fov, bool), self.patch_size, step)
-
     def _phi_map(self, i: int, stride: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Phi over image ``i``'s grid (``stride`` at 512 scale): the map and each grid patch's value."""
         rec = self.records[i]
         step = max(1, int(round(scale_length(stride, max(rec.image.shape[:2]), "stride"))))
         fov = getattr(rec, "fov", None)
         phi_map = egl.egl_map(self.model, rec.image, fov, stride=step, patch_size=self.patch_size)
-        rows, cols = self._grid(i, stride)
+        rows, cols = patchify(rec.image.shape[:2] if fov is None else np.asarray(fov, bool), self.patch_size, step)
         return phi_map, rows, cols, phi_map[rows, cols]
 
     def interestingness(self) -> dict[str, float]:

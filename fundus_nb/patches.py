@@ -935,6 +935,18 @@ def exudate_pool(
 GRID_WINDOW = 8.0
 
 
+def lesion_near(mask: np.ndarray, window: float = GRID_WINDOW) -> np.ndarray:
+    """The series' grid label rule as a map: True where a lesion pixel of ``mask`` lies within
+    ``window`` pixels (Chebyshev distance, given at 512-px scale and converted to the mask's size)
+    of the pixel. :func:`grid_pool` labels its patches with it, the labelling loop's simulated
+    expert answers with it."""
+    from . import preprocess
+
+    mask = np.asarray(mask, bool)
+    half = max(0, int(round(preprocess.scale_length(window, max(mask.shape), "window"))))
+    return ndimage.maximum_filter(mask, size=2 * half + 1, mode="constant")
+
+
 def _length_at_512(value, name: str, hint: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a number of pixels at 512-px scale, got {type(value).__name__}; {hint}")
@@ -998,7 +1010,6 @@ def grid_pool(
                 f"stride {stride:g} px at 512 scale is {step} px on the {h}x{w} image {rec.id!r}, larger "
                 "than the image, so the grid would have at most one patch; use a stride below the image side"
             )
-        half = max(0, int(round(preprocess.scale_length(window, max(h, w), "window"))))
         mask = getattr(rec, f"{lesion}_mask")
         if mask is None:
             raise ValueError(f"record {rec.id!r} has no {lesion} mask, so its grid cannot be labelled; "
@@ -1007,7 +1018,7 @@ def grid_pool(
         rr, cc = np.meshgrid(np.arange(step // 2, h, step), np.arange(step // 2, w, step), indexing="ij")
         keep = fov[rr, cc]
         r, c = rr[keep].astype(np.int32), cc[keep].astype(np.int32)
-        near = ndimage.maximum_filter(np.asarray(mask, bool), size=2 * half + 1, mode="constant")
+        near = lesion_near(mask, window)
         parts_img.append(np.full(len(r), k, np.int32))
         parts_r.append(r)
         parts_c.append(c)
