@@ -743,6 +743,7 @@ def select_images(
     safeguard: bool = False,
     steps_per_round: int | None = None,
     initial_steps: int | None = None,
+    initial_positive: bool = False,
 ) -> SelectionResult:
     """Algorithm 2: EGL active selection of images.
 
@@ -782,6 +783,12 @@ def select_images(
         either way; only the compute differs. A LeNet from PyTorch's default initialisation still
         predicts one class after 5 (and usually after 60) steps, so the first rounds would be
         chosen by a degenerate model (notebook 03 measures this and uses a few hundred steps).
+    initial_positive : bool
+        Make sure an initial image holds a positive pool patch: when none of the ``mu`` random
+        images does, the last one is replaced by a random image that does (the other draws, and
+        every seed whose draw already had one, are unchanged). False: the paper's uniform draw, whose
+        L0 is one class when the ``mu`` images are lesion-free, so the initial model predicts one
+        class and the run collapses. ValueError when no pool image has a positive patch.
     rounds : int, optional
         Images added (default: until every image is chosen).
     record_interestingness : bool, optional
@@ -831,6 +838,13 @@ def select_images(
     if initial_steps is not None and (isinstance(initial_steps, bool) or int(initial_steps) < 1):
         raise ValueError(f"initial_steps must be a positive number of SGD steps or None, got {initial_steps!r}")
     chosen = list(rng.choice(n_img, size=mu, replace=False).astype(int))
+    if initial_positive:
+        with_pos = np.unique(img_of[pool.labels == 1])
+        if len(with_pos) == 0:
+            raise ValueError("no pool image has a positive patch, so no initial image can hold one; "
+                             "check the pool's labels or pass initial_positive=False")
+        if not np.isin(chosen, with_pos).any():
+            chosen[-1] = int(rng.choice(with_pos))
     cand = np.flatnonzero(np.isin(img_of, chosen))
     n0 = min(int(initial_batches) * int(batch_size), len(cand))
     if n0 == 0:

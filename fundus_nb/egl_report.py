@@ -187,9 +187,11 @@ def plot_picks_and_fp(axes, picks: dict, fp: dict) -> None:
     axes[0].figure.colorbar(im, ax=axes[1], label="false-positive rate")
 
 
-def score_on_dataset(models_: dict, records, *, stride: float = 16, per_class: int = 986, seed: int = 0) -> dict:
+def score_on_dataset(models_: dict, records, *, stride: float = 16, per_class: int = 986, seed: int = 0,
+                     plain_cap: int | None = None) -> dict:
     """Score models trained here on another dataset's standardized records: balanced exudate patches
-    (without replacement, up to ``per_class``) and the full natural-prevalence grid (AP)."""
+    (without replacement, up to ``per_class``) and the natural-prevalence grid (AP; ``plain_cap``
+    subsamples its plain background with inverse-probability weights, as :func:`egl.grid_set`)."""
     recs = [r for r in records if r.exudate_mask is not None]
     if not recs:
         raise ValueError("the test dataset has no exudate masks, so it cannot score an exudate detector; "
@@ -197,7 +199,7 @@ def score_on_dataset(models_: dict, records, *, stride: float = 16, per_class: i
     tp = patches.exudate_pool(recs, max_positives_per_image=None, max_negatives_per_image=None, seed=seed)
     idx = patches.balanced_sample(tp, min(per_class, *tp.class_counts().values()), np.random.default_rng(seed), replace=False)
     x, y = patches.to_tensor(tp.extract(idx)), tp.labels[idx].astype(int)
-    grid = egl.grid_set(recs, [None] * len(recs), stride=stride, plain_cap=None, seed=seed)
+    grid = egl.grid_set(recs, [None] * len(recs), stride=stride, plain_cap=plain_cap, seed=seed)
     out = {"n_images": len(recs), "grid_prevalence": grid.prevalence, "n_grid": grid.n_grid, "n_balanced": int(len(y))}
     for name, m in models_.items():
         s = final_scores(m, x, y, grid)

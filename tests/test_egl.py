@@ -593,3 +593,22 @@ def test_discussion_says_plainly_whether_egl_beat_random():
     assert "CI excludes 1" in better and "did not beat random" not in better
     worse = _fake_report((1.1, 1.5), (0.7, 0.9))
     assert "EGL did not beat random" in worse
+
+
+def test_initial_positive_swaps_in_an_image_with_lesions_only_when_needed():
+    pool, _ = make_pool(n_images=6, per_image=20, seed=3)
+    labels = pool.labels.copy()
+    labels[pool.positions["image"] != 5] = 0  # only image 5 has positives
+    one = PatchPool(pool.images, pool.positions, labels, 48)
+    kw = dict(mu=2, rounds=0, augment=False, initial_batches=1, batch_size=8)
+    for seed in range(8):
+        plain = egl.select_images(LeNet(), one, FIT, seed=seed, **kw)
+        fixed = egl.select_images(LeNet(), one, FIT, seed=seed, initial_positive=True, **kw)
+        assert 5 in fixed.image_order
+        if 5 in plain.image_order:  # a draw that already had the lesion image is left as it was
+            assert fixed.image_order == plain.image_order
+        else:
+            assert fixed.image_order[0] == plain.image_order[0] and fixed.image_order[1] == 5
+    none = PatchPool(pool.images, pool.positions, np.zeros_like(labels), 48)
+    with pytest.raises(ValueError, match="no pool image has a positive patch"):
+        egl.select_images(LeNet(), none, FIT, initial_positive=True, **kw)
