@@ -1,21 +1,24 @@
 # fundus_nb: every target creates the virtual environment and installs what it needs when missing.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.11 to 3.13 (the first found); PYTHON=/path/to/python overrides.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 ARGS   ?=
 
-.PHONY: run test test-browser lab bench clean-runs help
+.PHONY: run test test-fast lint test-browser lab bench clean-runs help
 
 help:
 	@echo "make run    - execute the notebook series (default preset) into runs/<run-id>/ (ARGS='--preset quick ...')"
-	@echo "make test   - unit tests, every notebook in the quick preset, nbval reproducibility checks"
+	@echo "make test   - lint, unit tests, every notebook in the quick preset, nbval reproducibility checks"
+	@echo "make test-fast - lint and everything but the notebook series (a few minutes)"
+	@echo "make lint   - ruff over the package, the tests and the notebooks"
 	@echo "make lab    - open the notebooks in JupyterLab (LAB_ARGS='--no-browser --port 8899')"
 	@echo "make test-browser - the JupyterLab + headless Chromium test of the labelling widget"
 	@echo "make bench  - speed benchmarks (tests/benchmarks)"
 
 $(BIN)/python:
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "fundus_nb needs Python 3.11, found " + sys.version.split()[0]'
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; assert (3, 11) <= v <= (3, 13), "fundus_nb needs Python 3.11 to 3.13, found " + sys.version.split()[0] + "; run make with PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
@@ -26,8 +29,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(STAMP)
 	$(BIN)/python -m fundus_nb run $(ARGS)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check fundus_nb tests notebooks
+
+test: lint
 	TQDM_DISABLE=1 FUNDUS_NB_CELL_TIMEOUT=900 $(BIN)/python -m pytest $(ARGS)
+
+# Everything but the tests that execute the notebook series (marked "notebooks").
+test-fast: lint
+	TQDM_DISABLE=1 $(BIN)/python -m pytest -m "not notebooks" $(ARGS)
 
 # JupyterLab in headless Chromium (Debian: apt-get install chromium chromium-driver): clicks notebook
 # 07's labelling widget and saves screenshots under runs/browser-test/. Skips when no browser is found.
