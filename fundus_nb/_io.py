@@ -120,6 +120,38 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
+def largest_remainder(n: int, fractions) -> np.ndarray:
+    """Split ``n`` items into integer counts proportional to ``fractions`` (largest-remainder rounding).
+
+    Each count starts as ``floor(n * fraction)``; the items still missing go one each to the
+    largest fractional parts, ties to the earlier position. Among all non-negative integer
+    vectors summing to ``n`` the result minimises the squared distance to ``n * fractions``.
+
+    Parameters
+    ----------
+    n : int
+        Number of items, >= 0.
+    fractions : sequence of float
+        Non-negative shares summing to 1 (within ``np.isclose``; they are divided by their sum).
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        One count per fraction, summing to ``n``.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an integer, got {type(n).__name__}; pass a whole number of items")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}; pass a non-negative number of items")
+    f = np.asarray(fractions, dtype=float)
+    if f.ndim != 1 or len(f) == 0 or not np.isfinite(f).all() or (f < 0).any() or not np.isclose(f.sum(), 1.0):
+        raise ValueError(f"fractions must be a non-empty list of shares >= 0 summing to 1, got {fractions!r}")
+    quota = f * int(n) / f.sum()
+    counts = np.floor(quota).astype(np.int64)
+    counts[np.argsort(-(quota - counts), kind="stable")[: int(n) - int(counts.sum())]] += 1
+    return counts
+
+
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python's ``random``, numpy's global state and torch; return a fresh numpy Generator."""
     import torch

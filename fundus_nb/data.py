@@ -610,12 +610,8 @@ def _grade(n_lesions: int) -> int:
 
 def _apportion(n: int, fractions: dict[str, float]) -> list[str]:
     """``n`` labels in the given proportions (largest-remainder rounding), in a fixed order."""
-    keys = list(fractions)
-    quota = np.array([fractions[k] for k in keys]) * n
-    counts = np.floor(quota).astype(int)
-    for i in np.argsort(-(quota - counts), kind="stable")[: n - counts.sum()]:
-        counts[i] += 1
-    return [k for k, c in zip(keys, counts) for _ in range(c)]
+    counts = _io.largest_remainder(n, list(fractions.values()))
+    return [k for k, c in zip(fractions, counts, strict=True) for _ in range(c)]
 
 
 def synthetic_fundus(

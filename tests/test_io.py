@@ -1,5 +1,6 @@
 """Atomic writes and strict JSON."""
 
+import itertools
 import json
 import math
 
@@ -25,3 +26,46 @@ def test_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
         _io.atomic_write_bytes(path, object())  # fails while writing
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def _brute_force_apportion(n, fractions):
+    """All non-negative count vectors summing to n; the closest (squared distance) to n * fractions,
+    ties to the one giving more to earlier positions (lexicographically largest)."""
+    quota = np.asarray(fractions) * n
+    best = None
+    for counts in itertools.product(range(n + 1), repeat=len(fractions)):
+        if sum(counts) != n:
+            continue
+        key = (round(float(np.sum((np.array(counts) - quota) ** 2)), 9), tuple(-c for c in counts))
+        if best is None or key < best[0]:
+            best = (key, counts)
+    return list(best[1])
+
+
+@pytest.mark.parametrize("fractions", [(0.4, 0.2, 0.2, 0.2), (0.6, 0.2, 0.2), (0.5, 0.5), (1 / 3, 1 / 3, 1 / 3),
+                                       (0.8, 0.1, 0.1), (0.05, 0.7, 0.25), (1.0,), (0.0, 0.3, 0.7)])
+def test_largest_remainder_matches_brute_force(fractions):
+    for n in range(0, 13):
+        counts = _io.largest_remainder(n, fractions)
+        assert counts.dtype == np.int64 and counts.sum() == n
+        assert counts.tolist() == _brute_force_apportion(n, fractions), (n, fractions)
+
+
+def test_largest_remainder_random_fractions_match_brute_force():
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        f = rng.dirichlet(np.ones(rng.integers(1, 5)))
+        n = int(rng.integers(0, 10))
+        assert _io.largest_remainder(n, f).tolist() == _brute_force_apportion(n, f)
+
+
+def test_largest_remainder_errors():
+    with pytest.raises(TypeError, match="n must be an integer"):
+        _io.largest_remainder(2.5, (0.5, 0.5))
+    with pytest.raises(TypeError, match="n must be an integer"):
+        _io.largest_remainder(True, (0.5, 0.5))
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        _io.largest_remainder(-1, (0.5, 0.5))
+    for bad in [(0.5, 0.4), (), (1.2, -0.2), (np.nan, 1.0), [[0.5, 0.5]]]:
+        with pytest.raises(ValueError, match="fractions must be"):
+            _io.largest_remainder(3, bad)
