@@ -23,7 +23,10 @@ the middle four.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -43,6 +46,8 @@ __all__ = [
     "receptive_extent",
     "output_stride",
     "image_to_tensor",
+    "eval_mode",
+    "device_of",
 ]
 
 
@@ -186,11 +191,31 @@ def fully_connected_parameters(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def device_of(model: nn.Module) -> torch.device:
+    """The device of a model: that of its first parameter (else first buffer), CPU when it has neither."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}; pass the network itself")
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Context manager: ``model`` in eval mode inside the block, every submodule's mode restored after.
+
+    Each submodule gets back its own ``training`` flag (a model whose parts were in different
+    modes is left exactly as it was), also when the block raises.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}; pass the network itself")
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
     try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def predict_proba(
@@ -226,24 +251,19 @@ def predict_proba(
                 raise ValueError(
                     f"uint8 patches must have shape (N, s, s, 3); got {x.shape}."
                 )
-            x = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
+            x = to_tensor(x)
         else:
             x = torch.from_numpy(np.asarray(x, dtype=np.float32))
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor or numpy array; got {type(x).__name__}.")
     if x.ndim != 4:
         raise ValueError(f"patches must be a batch of shape (N, 3, s, s); got shape {tuple(x.shape)}.")
-    dev = torch.device(device) if device is not None else _model_device(model)
-    was_training = model.training
-    model.eval()
+    dev = torch.device(device) if device is not None else device_of(model)
     out = []
-    try:
-        with torch.no_grad():
-            for i in range(0, x.shape[0], batch_size):
-                xb = x[i : i + batch_size].to(dev, dtype=torch.float32)
-                out.append(torch.softmax(model(xb), dim=1)[:, 1].cpu())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i : i + batch_size].to(dev, dtype=torch.float32)
+            out.append(torch.softmax(model(xb), dim=1)[:, 1].cpu())
     if not out:
         return np.zeros(0, dtype=np.float32)
     return torch.cat(out).numpy().astype(np.float32, copy=False)
@@ -273,7 +293,7 @@ def _dense_plan(model: nn.Module) -> "_DensePlan":
             )
     s = int(model.patch_size)
     with torch.no_grad():
-        dev = _model_device(model)
+        dev = device_of(model)
         feat_shape = tuple(model.features(torch.zeros(1, 3, s, s, device=dev)).shape[1:])
     plan = _DensePlan()
     d = 1
@@ -473,7 +493,7 @@ def image_to_tensor(image: torch.Tensor | np.ndarray) -> torch.Tensor:
     if image.dtype == torch.uint8:
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"a uint8 image must be HxWx3 RGB; got shape {tuple(image.shape)}.")
-        return image.permute(2, 0, 1).float() / 255.0
+        return to_tensor(image[None])[0]
     if not torch.is_floating_point(image):
         raise ValueError(f"image must be uint8 HxWx3 or float (3, H, W); got dtype {image.dtype}.")
     if image.ndim != 3 or image.shape[0] != 3:

@@ -47,6 +47,8 @@ __all__ = [
     "patchify",
     "pad_images",
     "extract",
+    "windows",
+    "window_view",
     "to_tensor",
     "d4_transform",
     "d4_all",
@@ -356,30 +358,50 @@ def pad_images(images: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarr
     return out
 
 
-def _windows(padded: np.ndarray, size: int) -> np.ndarray:
-    """Read-only view ``(K, H, W, size, size, 3)``: window ``[k, r, c]`` is the patch centred at (r, c)."""
-    k, hp, wp, ch = padded.shape
-    s0, s1, s2, s3 = padded.strides
-    return np.lib.stride_tricks.as_strided(
-        padded,
-        shape=(k, hp - size + 1, wp - size + 1, size, size, ch),
-        strides=(s0, s1, s2, s1, s2, s3),
-        writeable=False,
-    )
+def window_view(stack: np.ndarray, size: int, *, channels_first: bool = False) -> np.ndarray:
+    """Read-only view of every ``size`` x ``size`` window of a zero-padded image stack.
 
+    The one place patch windows are cut (:func:`numpy.lib.stride_tricks.sliding_window_view`).
+    ``stack`` is ``(K, Hp, Wp, 3)`` (as :func:`pad_images` returns it) or, with
+    ``channels_first=True``, ``(K, 3, Hp, Wp)``; negative-stride views (flipped stacks) work too.
+    Window ``[k, r, c]`` is the patch whose top-left corner is ``(r, c)``: in a stack padded by
+    :func:`pad_images`, the patch centred at pixel ``(r, c)`` of image ``k``.
 
-def _windows_chw(stack: np.ndarray, size: int) -> np.ndarray:
-    """Read-only view ``(K, H, W, 3, size, size)`` of a channel-first ``(K, 3, Hp, Wp)`` stack.
-
-    Window ``[k, r, c]`` is the channel-first patch whose top-left corner is ``(r, c)``; works on
-    negative-stride views too (a row-reversed stack gives row-flipped patches).
+    Returns
+    -------
+    np.ndarray
+        ``(K, Hp - size + 1, Wp - size + 1, size, size, 3)`` for an HWC stack, or
+        ``(K, Hp - size + 1, Wp - size + 1, 3, size, size)`` (channel-first patches) for a CHW stack.
     """
-    k, ch, hp, wp = stack.shape
-    s0, s1, s2, s3 = stack.strides
-    return np.lib.stride_tricks.as_strided(
-        stack, shape=(k, hp - size + 1, wp - size + 1, ch, size, size),
-        strides=(s0, s2, s3, s1, s2, s3), writeable=False,
-    )
+    if channels_first:
+        view = np.lib.stride_tricks.sliding_window_view(stack, (size, size), axis=(2, 3))
+        return np.moveaxis(view, 1, 3)
+    view = np.lib.stride_tricks.sliding_window_view(stack, (size, size), axis=(1, 2))
+    return np.moveaxis(view, 3, 5)
+
+
+def windows(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int) -> np.ndarray:
+    """The ``size`` x ``size`` patches of one image centred at ``(rows, cols)``, under the border rule.
+
+    The image is zero-padded (``docs/CONTRACTS.md``): the patch centred at ``(r, c)`` covers rows
+    ``r - size//2 .. r - size//2 + size - 1`` and the same columns (for even ``size`` the centre
+    is the lower-right of the middle four pixels); pixels outside the image are 0.
+
+    Parameters
+    ----------
+    image : np.ndarray
+        One HxWx3 uint8 image.
+    rows, cols : np.ndarray
+        Centre pixels (inside the image).
+    size : int
+        Patch side in pixels.
+
+    Returns
+    -------
+    np.ndarray
+        uint8 array ``(N, size, size, 3)``.
+    """
+    return extract(image, 0, rows, cols, size)
 
 
 def _check_positions(
@@ -437,22 +459,30 @@ def extract(
     image_idx = np.broadcast_to(np.asarray(image_idx, dtype=np.int64), rows.shape)
     _check_positions(image_idx, rows, cols, [im.shape[:2] for im in ims])
     padded = pad_images(ims, size)
-    return _windows(padded, int(size))[image_idx, rows, cols]
+    return window_view(padded, int(size))[image_idx, rows, cols]
 
 
-def to_tensor(patches: np.ndarray | torch.Tensor) -> torch.Tensor:
+def to_tensor(patches: np.ndarray | torch.Tensor, *, channels_first: bool = False) -> torch.Tensor:
     """Model input from uint8 patches: ``(N, h, w, 3)`` -> float32 ``(N, 3, h, w)`` = x / 255.
 
-    The result is contiguous NCHW on the CPU (move it with ``.to(device)``).
+    The one uint8 -> model-scale conversion of the package. ``channels_first=True`` takes uint8
+    patches already laid out ``(N, 3, h, w)`` (as pools gather them). The result is contiguous
+    NCHW on the CPU (move it with ``.to(device)``); the division is the exact float32 ``x / 255``.
     """
     if isinstance(patches, torch.Tensor):
         patches = patches.detach().cpu().numpy()
     x = np.asarray(patches)
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
+    axis = 1 if channels_first else -1
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[axis] != 3:
+        layout = "(N, 3, h, w)" if channels_first else "(N, h, w, 3)"
         raise ValueError(
-            f"to_tensor expects uint8 patches of shape (N, h, w, 3), got dtype {x.dtype} shape "
-            f"{x.shape}; use extract(...) or add a batch axis with patches[None]"
+            f"to_tensor expects uint8 patches of shape {layout}, got dtype {x.dtype} shape "
+            f"{x.shape}; use windows(...) or extract(...), or add a batch axis with patches[None]"
         )
+    if channels_first:
+        # numpy, not torch, allocates the float batch: glibc reuses its freed heap blocks, while
+        # torch's fresh buffers page-fault on every batch (5x slower on one core)
+        return torch.from_numpy(np.divide(x, np.float32(255.0), dtype=np.float32))
     # one cast-and-transpose pass into the NCHW buffer, then an exact in-place division by 255
     out = np.empty((x.shape[0], 3, x.shape[1], x.shape[2]), dtype=np.float32)
     out[...] = x.transpose(0, 3, 1, 2)
@@ -659,7 +689,7 @@ class PatchPool(torch.utils.data.Dataset):
             stack[3 * k_img :, :, : self._wp, : self._hp] = chw.transpose(0, 1, 3, 2)[..., ::-1]
         self._n_var = n_var
         self._stack = stack
-        self._cwin = _windows_chw(stack, self.size)
+        self._cwin = window_view(stack, self.size, channels_first=True)
 
     # --- sizes and memory ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -816,16 +846,10 @@ class PatchPool(torch.utils.data.Dataset):
         """
         indices, img, rows, cols, k = self._plan(indices, rng, augment)
         if self._fast_for(k):
-            # numpy, not torch, allocates the float batch: glibc reuses its freed heap blocks, while
-            # torch's fresh 7 MB buffers page-fault on every batch (5x slower on one core)
-            x = torch.from_numpy(np.divide(self._gather_chw(img, rows, cols, k), np.float32(255.0), dtype=np.float32))
-        elif k is None:
-            x = to_tensor(self._gather(img, rows, cols))
+            x = to_tensor(self._gather_chw(img, rows, cols, k), channels_first=True)
         else:
-            out = np.empty((len(img), 3, self.size, self.size), dtype=np.float32)
-            self._transformed(img, rows, cols, k, out, channels_first=True)
-            np.divide(out, np.float32(255.0), out=out)
-            x = torch.from_numpy(out)
+            out = np.empty((len(img), 3, self.size, self.size), dtype=np.uint8)
+            x = to_tensor(self._transformed(img, rows, cols, k, out, channels_first=True), channels_first=True)
         y = torch.from_numpy(self.labels[indices].astype(np.int64))
         if device is not None:
             x, y = x.to(device), y.to(device)

@@ -13,6 +13,8 @@ from fundus_nb.models import (
     LeNet,
     SeSNet,
     dense_probability_map,
+    device_of,
+    eval_mode,
     fully_connected_layers,
     fully_connected_parameters,
     predict_proba,
@@ -154,6 +156,36 @@ def test_predict_proba_matches_softmax_and_uint8_path():
     assert predict_proba(m, torch.zeros(0, 3, 41, 41)).shape == (0,)
     with pytest.raises(ValueError, match="batch_size"):
         predict_proba(m, x, batch_size=0)
+
+
+def test_eval_mode_restores_every_submodule_mode_also_on_error():
+    m = SeSNet()
+    m.train()
+    m.classifier.eval()  # mixed modes: the model in training, its classifier in eval
+    before = [mod.training for mod in m.modules()]
+    with eval_mode(m) as inside:
+        assert inside is m and not any(mod.training for mod in m.modules())
+    assert [mod.training for mod in m.modules()] == before
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(m):
+        raise RuntimeError("boom")
+    assert [mod.training for mod in m.modules()] == before
+    m.eval()
+    with eval_mode(m):
+        pass
+    assert not m.training
+    with pytest.raises(TypeError, match="nn.Module"):
+        with eval_mode("model"):
+            pass
+
+
+def test_device_of_parameters_buffers_and_empty_models():
+    assert device_of(LeNet()) == torch.device("cpu")
+    assert device_of(nn.BatchNorm2d(3, affine=False)) == torch.device("cpu")  # buffers only
+    assert device_of(nn.ReLU()) == torch.device("cpu")  # nothing: CPU
+    if torch.cuda.is_available():
+        assert device_of(LeNet().cuda()).type == "cuda"
+    with pytest.raises(TypeError, match="nn.Module"):
+        device_of(torch.zeros(3))
 
 
 # ----------------------------------------------------------------------------- dense maps

@@ -11,6 +11,8 @@ import pytest
 import torch
 from scipy import ndimage
 
+from _reference import brute_patch, sliced_patch
+
 from fundus_nb import patches as P
 from fundus_nb.data import FundusImage
 
@@ -34,25 +36,6 @@ def make_record(id_="a", patient="p0", size=40, ex=None, hem=None, centres=None,
     )
 
 
-def naive_patch(image, r, c, s):
-    """Reference: zero-pad by s on every side, then plain slicing of rows r - s//2 .. + s - 1."""
-    pad = np.zeros((image.shape[0] + 2 * s, image.shape[1] + 2 * s, 3), np.uint8)
-    pad[s : s + image.shape[0], s : s + image.shape[1]] = image
-    top, left = r - s // 2 + s, c - s // 2 + s
-    return pad[top : top + s, left : left + s]
-
-
-def naive_patch_loop(image, r, c, s):
-    """Second reference: pixel by pixel, zero outside the image."""
-    out = np.zeros((s, s, 3), np.uint8)
-    for i in range(s):
-        for j in range(s):
-            rr, cc = r - s // 2 + i, c - s // 2 + j
-            if 0 <= rr < image.shape[0] and 0 <= cc < image.shape[1]:
-                out[i, j] = image[rr, cc]
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # extraction and the border rule
 # ----------------------------------------------------------------------------------------------
@@ -69,7 +52,7 @@ def test_extract_equals_naive_slicing_including_borders(s):
     got = P.extract(ims, np.array(idx), np.array(rows), np.array(cols), s)
     assert got.shape == (len(rows), s, s, 3) and got.dtype == np.uint8
     for n in range(len(rows)):
-        np.testing.assert_array_equal(got[n], naive_patch(ims[idx[n]], rows[n], cols[n], s))
+        np.testing.assert_array_equal(got[n], sliced_patch(ims[idx[n]], rows[n], cols[n], s))
 
 
 def test_extract_border_rule_pixel_loop_even_and_odd():
@@ -78,7 +61,7 @@ def test_extract_border_rule_pixel_loop_even_and_odd():
     for s in (12, 11):  # even and odd, both larger than half the image
         for r, c in [(0, 0), (19, 19), (0, 19), (10, 3), (5, 16)]:
             got = P.extract(im, 0, np.array([r]), np.array([c]), s)[0]
-            np.testing.assert_array_equal(got, naive_patch_loop(im, r, c, s))
+            np.testing.assert_array_equal(got, brute_patch(im, r, c, s))
     # even size: the centre is the lower-right of the middle four pixels
     got = P.extract(im, 0, np.array([10]), np.array([10]), 4)[0]
     assert np.array_equal(got[2, 2], im[10, 10]) and np.array_equal(got[0, 0], im[8, 8])
@@ -93,6 +76,44 @@ def test_extract_single_image_and_stack_inputs_agree():
     c = np.stack([P.extract(stack[i], 0, rows[n : n + 1], cols[n : n + 1], 5)[0] for n, i in enumerate(idx)])
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("s", [1, 4, 5, 8, 9])
+def test_windows_every_pixel_matches_the_pixel_loop(s):
+    rng = np.random.default_rng(11)
+    im = rng.integers(0, 256, (13, 10, 3), dtype=np.uint8)
+    rows, cols = (a.ravel() for a in np.mgrid[:13, :10])
+    got = P.windows(im, rows, cols, s)
+    assert got.shape == (rows.size, s, s, 3) and got.dtype == np.uint8
+    for n in range(rows.size):
+        np.testing.assert_array_equal(got[n], brute_patch(im, rows[n], cols[n], s))
+
+
+def test_window_view_layouts_agree_with_the_pixel_loop():
+    rng = np.random.default_rng(12)
+    ims = rng.integers(0, 256, (2, 9, 11, 3), dtype=np.uint8)
+    s = 4
+    padded = P.pad_images(ims, s)
+    hwc = P.window_view(padded, s)
+    chw = P.window_view(np.ascontiguousarray(padded.transpose(0, 3, 1, 2)), s, channels_first=True)
+    flipped = P.window_view(padded.transpose(0, 3, 1, 2)[..., ::-1], s, channels_first=True)
+    assert hwc.shape == (2, 9, 11, s, s, 3) and chw.shape == (2, 9, 11, 3, s, s)
+    assert not hwc.flags.writeable and not chw.flags.writeable
+    wp = padded.shape[2]
+    for k, r, c in [(0, 0, 0), (1, 8, 10), (0, 4, 7), (1, 0, 10)]:
+        ref = brute_patch(ims[k], r, c, s)
+        np.testing.assert_array_equal(hwc[k, r, c], ref)
+        np.testing.assert_array_equal(chw[k, r, c], ref.transpose(2, 0, 1))
+        # a column-reversed stack gives column-flipped patches (top-left mapped into the flip)
+        np.testing.assert_array_equal(flipped[k, r, wp - s - c], ref[:, ::-1].transpose(2, 0, 1))
+
+
+def test_windows_errors():
+    im = np.zeros((10, 12, 3), np.uint8)
+    with pytest.raises(ValueError, match="outside their image"):
+        P.windows(im, np.array([10]), np.array([5]), 3)
+    with pytest.raises(ValueError, match="uint8"):
+        P.windows(im.astype(np.float32), np.array([1]), np.array([1]), 3)
 
 
 def test_extract_errors():
@@ -122,6 +143,11 @@ def test_to_tensor_scale_and_layout():
         P.to_tensor(x.astype(np.float32))
     with pytest.raises(ValueError, match="batch axis"):
         P.to_tensor(x[0])
+    chw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    assert torch.equal(P.to_tensor(chw, channels_first=True), ref)
+    assert torch.equal(P.to_tensor(x.transpose(0, 3, 1, 2), channels_first=True), ref)  # strided input
+    with pytest.raises(ValueError, match=r"\(N, 3, h, w\)"):
+        P.to_tensor(x, channels_first=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,12 +300,12 @@ def test_pool_extract_getitem_and_batch_match_naive():
     assert len(pool) == 6 and pool.class_counts() == {0: 3, 1: 3}
     got = pool.extract(np.arange(6))
     for n, (k, r, c) in enumerate(pos):
-        np.testing.assert_array_equal(got[n], naive_patch(ims[k], r, c, 7))
+        np.testing.assert_array_equal(got[n], sliced_patch(ims[k], r, c, 7))
     x, y = pool[4]
-    assert torch.equal(x, P.to_tensor(naive_patch(ims[0], 10, 12, 7)[None])[0]) and y.item() == 1
+    assert torch.equal(x, P.to_tensor(sliced_patch(ims[0], 10, 12, 7)[None])[0]) and y.item() == 1
     xb, yb = pool.get_batch(np.array([3, 0]))
     assert yb.dtype == torch.int64 and yb.tolist() == [0, 1]
-    assert torch.equal(xb, P.to_tensor(np.stack([naive_patch(ims[1], 15, 0, 7), naive_patch(ims[0], 0, 0, 7)])))
+    assert torch.equal(xb, P.to_tensor(np.stack([sliced_patch(ims[1], 15, 0, 7), sliced_patch(ims[0], 0, 0, 7)])))
     with pytest.raises(IndexError):
         pool[6]
     with pytest.raises(IndexError):
@@ -330,9 +356,9 @@ def test_pool_ses_scheme_shifts_positives_only_and_flips_all():
                 for dc in (-1, 0, 1):
                     rr = min(max(r + dr, 0), ims[k].shape[0] - 1)
                     cc = min(max(c + dc, 0), ims[k].shape[1] - 1)
-                    allowed |= flips(naive_patch(ims[k], rr, cc, 5))
+                    allowed |= flips(sliced_patch(ims[k], rr, cc, 5))
         else:
-            allowed = flips(naive_patch(ims[k], r, c, 5))
+            allowed = flips(sliced_patch(ims[k], r, c, 5))
         assert aug[n].tobytes() in allowed
     # positive at (8, 8) far from borders: all 9 shifts x 4 flips occur
     assert len({a.tobytes() for a in aug[idx == 2]}) > 12
@@ -485,7 +511,7 @@ def test_patch_pictures_headless():
     fig = widgets.plot_patch_grid(pool.extract(np.arange(6)), [str(i) for i in range(6)], ncols=4)
     assert len(fig.axes) == 8 and sum(ax.axison for ax in fig.axes) == 6  # 2 rows x 4, 2 blank
     shown = fig.axes[5].images[0].get_array()
-    np.testing.assert_array_equal(np.asarray(shown), naive_patch(ims[1], 3, 14, 7))
+    np.testing.assert_array_equal(np.asarray(shown), sliced_patch(ims[1], 3, 14, 7))
     plt.close(fig)
     fig = widgets.plot_positions(ims[0], {"exudate": (np.array([1, 2, 3]), np.array([4, 5, 6]))}, max_points=2)
     offsets = fig.axes[0].collections[0].get_offsets()
