@@ -19,10 +19,20 @@ user can redraw exactly the same replicates).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
+from scipy.stats import gmean, norm
+from sklearn.metrics import (
+    average_precision_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 __all__ = [
     "stratified_bootstrap",
@@ -54,46 +64,52 @@ _CHUNK_VALUES = 4_000_000
 # ----------------------------------------------------------------------------- input checks
 def _check_labels(y_true, name="y_true", need_both=True) -> np.ndarray:
     y = np.asarray(y_true)
+    if y.dtype != bool and not np.issubdtype(y.dtype, np.number):
+        raise TypeError(f"{name} must hold 0/1 numbers, got dtype {y.dtype}; convert the labels to 0/1 integers")
     if y.ndim != 1 or y.size == 0:
         raise ValueError(
-            f"{name} must be a non-empty 1-D array of 0/1 labels, got shape {y.shape}."
+            f"{name} must be a non-empty 1-D array of 0/1 labels, got shape {y.shape}; pass one label per item"
         )
-    if y.dtype == bool:
-        y = y.astype(int)
-    if not np.issubdtype(y.dtype, np.number) or not np.all(np.isin(y, (0, 1))):
-        raise ValueError(f"{name} must contain only 0 (negative) and 1 (positive) labels.")
+    if not np.all(np.isin(y, (0, 1))):
+        bad = np.unique(y[~np.isin(y, (0, 1))])[:3].tolist()
+        raise ValueError(f"{name} must contain only 0 (negative) and 1 (positive), got {bad}; map the classes to 0/1")
     y = y.astype(int)
     if need_both and (y.min() == y.max()):
         only = "positive" if y[0] == 1 else "negative"
         raise ValueError(
-            f"{name} holds only {only} examples; ROC, sensitivity and specificity need at least "
-            "one positive and one negative image: use a test set with both classes."
+            f"{name} holds only {only} examples, but ROC, sensitivity and specificity need both classes; "
+            "use a test set with at least one positive and one negative image"
         )
     return y
 
 
 def _check_scores(y_score, n, name="y_score") -> np.ndarray:
-    s = np.asarray(y_score, dtype=float)
+    s = np.asarray(y_score)
+    if s.dtype != bool and not np.issubdtype(s.dtype, np.number):
+        raise TypeError(f"{name} must hold numbers, got dtype {s.dtype}; pass the model's scores as floats")
+    s = s.astype(float)
     if s.ndim != 1 or s.shape[0] != n:
         raise ValueError(
-            f"{name} must be a 1-D array with one score per label ({n}), got shape {s.shape}."
+            f"{name} must be a 1-D array with one score per label ({n}), got shape {s.shape}; pass one score per label"
         )
     if not np.all(np.isfinite(s)):
-        raise ValueError(
-            f"{name} contains NaN or infinite scores; every image needs a finite score."
-        )
+        raise ValueError(f"{name} contains NaN or infinite scores; give every image a finite score")
     return s
 
 
-def _check_n_bootstrap(n_bootstrap) -> int:
-    if int(n_bootstrap) != n_bootstrap or n_bootstrap < 1:
-        raise ValueError(f"n_bootstrap must be a whole number >= 1, got {n_bootstrap}.")
+def _check_n_bootstrap(n_bootstrap, least: int = 1) -> int:
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, float, np.integer, np.floating)):
+        raise TypeError(f"n_bootstrap must be a whole number, got {type(n_bootstrap).__name__}; pass e.g. 10000")
+    if int(n_bootstrap) != n_bootstrap or n_bootstrap < least:
+        raise ValueError(f"n_bootstrap must be a whole number >= {least}, got {n_bootstrap}; pass e.g. 10000")
     return int(n_bootstrap)
 
 
 def _check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise TypeError(f"alpha must be a number, got {type(alpha).__name__}; pass 0.05 for a 95 % interval")
     if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in (0, 1) (0.05 gives a 95 % interval), got {alpha}.")
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}; pass 0.05 for a 95 % interval")
     return float(alpha)
 
 
@@ -131,7 +147,12 @@ def _counts(idx: np.ndarray, n: int) -> np.ndarray:
 
 
 def _aucs_from_chunk(idx, y, scores_list) -> list[np.ndarray]:
-    """Mann-Whitney AUC (ties 1/2) of each replicate row of ``idx`` for every score vector."""
+    """Mann-Whitney AUC (ties 1/2) of each replicate row of ``idx`` for every score vector.
+
+    Kept in numpy (equal to :func:`sklearn.metrics.roc_auc_score` on each row, as the tests check):
+    sklearn once per replicate took 63 s for 10,000 replicates of 200 images on the project
+    machine, this 0.56 s.
+    """
     pos = np.flatnonzero(y == 1)
     neg = np.flatnonzero(y == 0)
     n_pos, n_neg = pos.size, neg.size
@@ -156,9 +177,7 @@ def bootstrap_aucs(y_true, y_score, n_bootstrap: int = 10000, seed: int = 0) -> 
     """AUC of every stratified bootstrap replicate, in :func:`stratified_bootstrap` order: (B,)."""
     y = _check_labels(y_true)
     s = _check_scores(y_score, y.size)
-    return np.concatenate(
-        [_aucs_from_chunk(idx, y, [s])[0] for idx in stratified_bootstrap(y, n_bootstrap, seed)]
-    )
+    return np.concatenate([_aucs_from_chunk(idx, y, [s])[0] for idx in stratified_bootstrap(y, n_bootstrap, seed)])
 
 
 def roc_auc_ci(y_true, y_score, n_bootstrap: int = 10000, alpha: float = 0.05, seed: int = 0):
@@ -182,8 +201,6 @@ def roc_auc_ci(y_true, y_score, n_bootstrap: int = 10000, alpha: float = 0.05, s
     (auc, lo, hi) : tuple of float
         ``auc`` from :func:`sklearn.metrics.roc_auc_score`; ``lo``, ``hi`` the interval bounds.
     """
-    from sklearn.metrics import roc_auc_score
-
     y = _check_labels(y_true)
     s = _check_scores(y_score, y.size)
     alpha = _check_alpha(alpha)
@@ -205,15 +222,10 @@ def paired_auc_test(y_true, score_a, score_b, n_bootstrap: int = 10000, seed: in
     -------
     (delta, p_value) : tuple of float
     """
-    from scipy.stats import norm
-    from sklearn.metrics import roc_auc_score
-
     y = _check_labels(y_true)
     a = _check_scores(score_a, y.size, "score_a")
     b = _check_scores(score_b, y.size, "score_b")
-    n_bootstrap = _check_n_bootstrap(n_bootstrap)
-    if n_bootstrap < 2:
-        raise ValueError("paired_auc_test needs n_bootstrap >= 2 to estimate a standard deviation.")
+    n_bootstrap = _check_n_bootstrap(n_bootstrap, least=2)  # a standard deviation needs two replicates
     diffs = []
     for idx in stratified_bootstrap(y, n_bootstrap, seed):
         aa, bb = _aucs_from_chunk(idx, y, [a, b])
@@ -251,12 +263,15 @@ def roc_curve_ci(
     At each grid FPR ``f`` the curve's value is the highest TPR reached at an FPR ``<= f``
     (predict positive when ``score >= threshold``); ``lo``/``hi`` are the ``alpha/2`` and
     ``1 - alpha/2`` percentiles of that value over :func:`stratified_bootstrap` replicates.
+    The replicate curves are computed together from resampling counts (equal to
+    :func:`sklearn.metrics.roc_curve` per replicate, as the tests check): sklearn once per replicate
+    took 8.7 s for 2,000 replicates of 200 images on the project machine, this 0.2 s.
     """
     y = _check_labels(y_true)
     s = _check_scores(y_score, y.size)
     alpha = _check_alpha(alpha)
     if int(n_grid) != n_grid or n_grid < 2:
-        raise ValueError(f"n_grid must be a whole number >= 2, got {n_grid}.")
+        raise ValueError(f"n_grid must be a whole number >= 2, got {n_grid}; pass e.g. 101")
     grid = np.linspace(0.0, 1.0, int(n_grid))
     u = np.unique(s)[::-1]  # thresholds, decreasing
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
@@ -298,8 +313,6 @@ def operating_point(y_true, y_score) -> OperatingPoint:
     Candidate thresholds are the distinct scores (``score >= threshold`` is positive); on a tie in
     distance the higher threshold wins.
     """
-    from sklearn.metrics import roc_curve
-
     y = _check_labels(y_true)
     s = _check_scores(y_score, y.size)
     fpr, tpr, thr = roc_curve(y, s, drop_intermediate=False)
@@ -310,9 +323,27 @@ def operating_point(y_true, y_score) -> OperatingPoint:
 
 
 # ----------------------------------------------------------------------------- binary metrics
-def _confusion(tp, fn, fp, tn):
-    """Sensitivity, specificity and Cohen's kappa from (arrays of) confusion counts."""
-    tp, fn, fp, tn = (np.asarray(v, dtype=float) for v in (tp, fn, fp, tn))
+def _confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Confusion counts ``[tn, fp, fn, tp]`` of 0/1 labels and predictions: the one place they are counted.
+
+    1-D inputs give a (4,) array from :func:`sklearn.metrics.confusion_matrix` (``labels=[0, 1]``,
+    raveled). 2-D inputs (one bootstrap replicate per row) give ``(b, 4)`` counts, the same cells in
+    the same order, from one ``bincount`` of ``2 * y + p``: sklearn called once per replicate took
+    39 s for 10,000 replicates of 200 images on the project machine, the bincount 44 ms
+    (``tests/test_metrics.py`` checks every row against sklearn).
+    """
+    y, p = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    if y.ndim == 1:
+        return confusion_matrix(y, p, labels=[0, 1]).ravel()
+    return _counts(2 * y + p, 4)
+
+
+def _rates(counts: np.ndarray):
+    """Sensitivity, specificity and Cohen's kappa from ``[tn, fp, fn, tp]`` counts (last axis).
+
+    Undefined values (no positive, no negative, or chance agreement 1) are NaN.
+    """
+    tn, fp, fn, tp = np.moveaxis(np.asarray(counts, dtype=float), -1, 0)
     n = tp + fn + fp + tn
     with np.errstate(invalid="ignore", divide="ignore"):
         sens = tp / (tp + fn)
@@ -323,23 +354,19 @@ def _confusion(tp, fn, fp, tn):
     return sens, spec, kappa
 
 
+def _check_predictions(y_pred, n: int, what: str) -> np.ndarray:
+    p = _check_labels(y_pred, "y_pred", need_both=False)
+    if p.size != n:
+        raise ValueError(f"y_pred has {p.size} entries but y_true has {n}; give one prediction per {what}")
+    return p
+
+
 def binary_metrics(y_true, y_pred) -> dict:
     """Sensitivity, specificity and Cohen's kappa (scikit-learn) of 0/1 predictions."""
-    from sklearn.metrics import cohen_kappa_score
-
     y = _check_labels(y_true)
-    p = _check_labels(y_pred, "y_pred", need_both=False)
-    if p.size != y.size:
-        raise ValueError(
-            f"y_pred has {p.size} entries but y_true has {y.size}; give one per image."
-        )
-    tp = int(np.sum((y == 1) & (p == 1)))
-    tn = int(np.sum((y == 0) & (p == 0)))
-    return {
-        "sensitivity": tp / int(np.sum(y == 1)),
-        "specificity": tn / int(np.sum(y == 0)),
-        "kappa": float(cohen_kappa_score(y, p)),
-    }
+    p = _check_predictions(y_pred, y.size, "image")
+    sens, spec, _ = _rates(_confusion_counts(y, p))
+    return {"sensitivity": float(sens), "specificity": float(spec), "kappa": float(cohen_kappa_score(y, p))}
 
 
 def binary_metrics_ci(y_true, y_pred, n_bootstrap: int = 10000, alpha: float = 0.05, seed: int = 0):
@@ -358,12 +385,8 @@ def binary_metrics_ci(y_true, y_pred, n_bootstrap: int = 10000, alpha: float = 0
     p = np.asarray(y_pred).astype(int)
     reps = {k: [] for k in point}
     for idx in stratified_bootstrap(y, n_bootstrap, seed):
-        yt, yp = y[idx], p[idx]
-        tp = np.sum((yt == 1) & (yp == 1), axis=1)
-        fn = np.sum((yt == 1) & (yp == 0), axis=1)
-        fp = np.sum((yt == 0) & (yp == 1), axis=1)
-        tn = np.sum((yt == 0) & (yp == 0), axis=1)
-        for k, v in zip(("sensitivity", "specificity", "kappa"), _confusion(tp, fn, fp, tn)):
+        rates = _rates(_confusion_counts(y[idx], p[idx]))
+        for k, v in zip(("sensitivity", "specificity", "kappa"), rates, strict=True):
             reps[k].append(v)
     out = {}
     for k, v in point.items():
@@ -374,9 +397,7 @@ def binary_metrics_ci(y_true, y_pred, n_bootstrap: int = 10000, alpha: float = 0
     return out
 
 
-def quality_mask(
-    quality: Sequence, poor: Iterable[str] = ("poor", "bad", "ungradable")
-) -> np.ndarray:
+def quality_mask(quality: Sequence, poor: Iterable[str] = ("poor", "bad", "ungradable")) -> np.ndarray:
     """Boolean mask of the images to keep once poor-quality images are removed.
 
     ``quality`` holds one label per image (e.g. ``FundusImage.quality``); labels in ``poor``
@@ -388,15 +409,13 @@ def quality_mask(
     if missing:
         raise ValueError(
             f"quality is unknown for {missing} of {len(q)} images; the quality-filtered table "
-            "needs a quality label for every image (skip it for datasets without quality grades)."
+            "needs a quality label for every image (skip it for datasets without quality grades)"
         )
     poor_set = {str(p).lower() for p in poor}
     return np.array([str(v).lower() not in poor_set for v in q], dtype=bool)
 
 
-def image_level_report(
-    y_true, y_score, n_bootstrap: int = 10000, alpha: float = 0.05, seed: int = 0
-) -> dict:
+def image_level_report(y_true, y_score, n_bootstrap: int = 10000, alpha: float = 0.05, seed: int = 0) -> dict:
     """Table III of the SeS paper for one model: Az with CI, operating point, sens/spec/kappa CIs.
 
     Returns a flat dict of floats: ``az, az_lo, az_hi, threshold, sensitivity(_lo/_hi),
@@ -410,13 +429,8 @@ def image_level_report(
     out = {"az": az, "az_lo": lo, "az_hi": hi, "threshold": op.threshold}
     for k, (v, vlo, vhi) in binary_metrics_ci(y, pred, n_bootstrap, alpha, seed).items():
         out.update({k: v, f"{k}_lo": vlo, f"{k}_hi": vhi})
-    out.update(
-        tp=int(np.sum((y == 1) & (pred == 1))),
-        fn=int(np.sum((y == 1) & (pred == 0))),
-        fp=int(np.sum((y == 0) & (pred == 1))),
-        tn=int(np.sum((y == 0) & (pred == 0))),
-        n_images=int(y.size),
-    )
+    tn, fp, fn, tp = (int(v) for v in _confusion_counts(y, pred))
+    out.update(tp=tp, fn=fn, fp=fp, tn=tn, n_images=int(y.size))
     return out
 
 
@@ -428,20 +442,12 @@ def patch_metrics(y_true, y_pred) -> dict:
     positive (scikit-learn's ``zero_division=0`` convention).
     """
     y = _check_labels(y_true)
-    p = _check_labels(y_pred, "y_pred", need_both=False)
-    if p.size != y.size:
-        raise ValueError(
-            f"y_pred has {p.size} entries but y_true has {y.size}; give one per patch."
-        )
-    tp = np.sum((y == 1) & (p == 1))
-    fp = np.sum((y == 0) & (p == 1))
-    fn = np.sum((y == 1) & (p == 0))
-    tn = np.sum((y == 0) & (p == 0))
-    f = 2 * tp / (2 * tp + fp + fn)
+    p = _check_predictions(y_pred, y.size, "patch")
+    sens, spec, _ = _rates(_confusion_counts(y, p))
     return {
-        "f_measure": float(f),
-        "sensitivity": float(tp / (tp + fn)),
-        "specificity": float(tn / (tn + fp)),
+        "f_measure": float(f1_score(y, p, zero_division=0)),
+        "sensitivity": float(sens),
+        "specificity": float(spec),
     }
 
 
@@ -473,11 +479,12 @@ def _as_points(arr, width, what, key) -> np.ndarray:
     if a.size == 0:
         return np.zeros((0, width))
     if a.ndim != 2 or a.shape[1] != width:
+        cols = "(row, col)" if width == 2 else "(row, col, probability)"
         raise ValueError(
-            f"{what} of image {key!r} must be an (N, {width}) array, got shape {a.shape}."
+            f"{what} of image {key!r} must be an (N, {width}) array, got shape {a.shape}; pass one {cols} row per point"
         )
     if not np.all(np.isfinite(a)):
-        raise ValueError(f"{what} of image {key!r} contain NaN or infinite values.")
+        raise ValueError(f"{what} of image {key!r} contain NaN or infinite values; drop or fix those points")
     return a
 
 
@@ -490,8 +497,16 @@ def _check_inside(points, shape, what, key):
     if bad.any():
         raise ValueError(
             f"{int(bad.sum())} {what} of image {key!r} lie outside its {h}x{w} pixels "
-            f"(first at row {r[bad][0]:g}, col {c[bad][0]:g}); centres are (row, col) in pixels."
+            f"(first at row {r[bad][0]:g}, col {c[bad][0]:g}); give centres as (row, col) in pixels of that image"
         )
+
+
+def _best_near(centres: np.ndarray, det: np.ndarray, tolerance: float) -> np.ndarray:
+    """Per lesion centre: the highest probability of the detections within ``tolerance`` (``<=``), else -inf."""
+    if not len(det):
+        return np.full(len(centres), -np.inf)
+    d2 = ((centres[:, None, :] - det[None, :, :2]) ** 2).sum(-1)
+    return np.where(d2 <= tolerance**2, det[None, :, 2], -np.inf).max(axis=1)
 
 
 def froc(
@@ -524,25 +539,24 @@ def froc(
         negative images. One entry per distinct detection probability (over all images), decreasing.
     """
     if not np.isfinite(tolerance) or tolerance < 0:
-        raise ValueError(f"tolerance must be a finite distance >= 0 pixels, got {tolerance}.")
+        raise ValueError(f"tolerance must be a finite distance >= 0 pixels, got {tolerance}; pass e.g. 8.0")
     negatives = set(negative_ids)
     known = negatives | set(lesions)
     unknown = [k for k in detections if k not in known]
     if unknown:
         raise ValueError(
             f"detections given for {len(unknown)} image id(s) that are neither in `lesions` nor in "
-            f"`negative_ids` (e.g. {unknown[0]!r}); list every test image in one of the two."
+            f"`negative_ids` (e.g. {unknown[0]!r}); list every test image in one of the two"
         )
     if not negatives:
         raise ValueError(
-            "negative_ids is empty; FP per image needs at least one image without lesions."
+            "negative_ids is empty, but FP per image needs images without lesions; list at least one "
+            "lesion-free test image (or use froc_all_images)"
         )
     if image_shapes is not None:
         missing = [k for k in known if k not in image_shapes]
         if missing:
-            raise ValueError(
-                f"image_shapes lacks image {missing[0]!r}; give a shape for every test image."
-            )
+            raise ValueError(f"image_shapes lacks image {missing[0]!r}; give a shape for every test image")
 
     lesion_thr = []  # per lesion: max probability of the detections within tolerance
     for key, centres in lesions.items():
@@ -550,23 +564,19 @@ def froc(
         if key in negatives and len(centres):
             raise ValueError(
                 f"image {key!r} is listed in negative_ids but has {len(centres)} lesion(s); "
-                "a negative image must have no lesions."
+                "remove it from negative_ids or from lesions"
             )
         shape = None if image_shapes is None else image_shapes[key]
         _check_inside(centres, shape, "lesion centres", key)
         det = _as_points(detections.get(key, ()), 3, "detections", key)
         _check_inside(det, shape, "detections", key)
-        if not len(centres):
-            continue
-        if not len(det):
-            lesion_thr.append(np.full(len(centres), -np.inf))
-            continue
-        d2 = ((centres[:, None, :] - det[None, :, :2]) ** 2).sum(-1)
-        probs = np.where(d2 <= tolerance**2, det[None, :, 2], -np.inf)
-        lesion_thr.append(probs.max(axis=1))
+        if len(centres):
+            lesion_thr.append(_best_near(centres, det, tolerance))
     lesion_thr = np.concatenate(lesion_thr) if lesion_thr else np.zeros(0)
     if lesion_thr.size == 0:
-        raise ValueError("there are no reference lesions; sensitivity needs at least one lesion.")
+        raise ValueError(
+            "there are no reference lesions, but sensitivity needs at least one; use a test set with lesions"
+        )
 
     all_probs, neg_probs = [], []
     for key, det in detections.items():
@@ -595,7 +605,7 @@ def sensitivity_at(curve: FROCCurve, fp_rates) -> np.ndarray:
     """
     rates = np.atleast_1d(np.asarray(fp_rates, dtype=float))
     if not np.all(np.isfinite(rates)) or np.any(rates < 0):
-        raise ValueError(f"fp_rates must be finite numbers >= 0, got {fp_rates}.")
+        raise ValueError(f"fp_rates must be finite numbers >= 0, got {fp_rates}; pass e.g. (0.1, 1.0)")
     if len(curve) == 0:
         return np.zeros(rates.shape)
     best = np.maximum.accumulate(curve.sensitivity)
@@ -642,12 +652,7 @@ def froc_sensitivity_ci(
         centres = _as_points(centres, 2, "lesion centres", key)
         if not len(centres) or key in negatives:
             continue
-        det = _as_points(detections.get(key, ()), 3, "detections", key)
-        if not len(det):
-            les_thr.append(np.full(len(centres), -np.inf))
-            continue
-        d2 = ((centres[:, None, :] - det[None, :, :2]) ** 2).sum(-1)
-        les_thr.append(np.where(d2 <= tolerance**2, det[None, :, 2], -np.inf).max(axis=1))
+        les_thr.append(_best_near(centres, _as_points(detections.get(key, ()), 3, "detections", key), tolerance))
     neg_probs = [_as_points(detections.get(k, ()), 3, "detections", k)[:, 2] for k in negatives]
     finite = [t[np.isfinite(t)] for t in les_thr]
     thr = np.unique(np.concatenate(finite + neg_probs + [np.zeros(0)]))[::-1]  # decreasing
@@ -702,12 +707,12 @@ def froc_all_images(
         ``n_negative_images`` holds the number of test images the false positives are divided by.
     """
     if not np.isfinite(tolerance) or tolerance < 0:
-        raise ValueError(f"tolerance must be a finite distance >= 0 pixels, got {tolerance}.")
+        raise ValueError(f"tolerance must be a finite distance >= 0 pixels, got {tolerance}; pass e.g. 8.0")
     unknown = [k for k in detections if k not in lesions]
     if unknown:
         raise ValueError(
             f"detections given for {len(unknown)} image id(s) missing from `lesions` (e.g. {unknown[0]!r}); "
-            "give every test image an entry in `lesions` (an empty array when it has no lesion)."
+            "give every test image an entry in `lesions` (an empty array when it has no lesion)"
         )
     near, far, shapes = {}, {}, None if image_shapes is None else dict(image_shapes)
     for key, centres in lesions.items():
@@ -727,8 +732,8 @@ def froc_all_images(
 def bootstrap_ratio(numer, denom, n_bootstrap: int = 10000, alpha: float = 0.05, seed: int = 0) -> dict:
     """Paired ratio ``numer / denom`` over seeds with a percentile bootstrap CI.
 
-    Per seed ``r_i = numer_i / denom_i``; the summary is the geometric mean ``exp(mean(log r_i))``
-    (a ratio and its inverse summarise symmetrically). The CI resamples the seeds with replacement
+    Per seed ``r_i = numer_i / denom_i``; the summary is the geometric mean (:func:`scipy.stats.gmean`;
+    a ratio and its inverse summarise symmetrically). The CI resamples the seeds with replacement
     (``rng = default_rng(seed)``, ``rng.integers(0, n, (n_bootstrap, n))``) and takes the
     ``alpha/2`` and ``1-alpha/2`` quantiles of the replicated geometric means. Seeds where either
     value is not finite and positive are left out (counted in ``"n_used"``).
@@ -737,24 +742,31 @@ def bootstrap_ratio(numer, denom, n_bootstrap: int = 10000, alpha: float = 0.05,
     """
     a, b = np.asarray(numer, float).ravel(), np.asarray(denom, float).ravel()
     if a.shape != b.shape:
-        raise ValueError(f"numer and denom need one value per seed each, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"numer and denom need one value per seed each, got shapes {a.shape} and {b.shape}; "
+            "pass paired values in the same seed order"
+        )
     n_bootstrap, alpha = _check_n_bootstrap(n_bootstrap), _check_alpha(alpha)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = a / b
     per_seed = [float(x) if np.isfinite(x) else None for x in r]
-    ok = np.isfinite(r) & (r > 0)
-    logs = np.log(r[ok])
-    if len(logs) == 0:
+    used = r[np.isfinite(r) & (r > 0)]
+    if len(used) == 0:
         return {"mean": None, "ci_low": None, "ci_high": None, "per_seed": per_seed, "n_used": 0}
-    idx = np.random.default_rng(seed).integers(0, len(logs), (n_bootstrap, len(logs)))
-    reps = np.exp(logs[idx].mean(1))
-    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    return {"mean": float(np.exp(logs.mean())), "ci_low": float(lo), "ci_high": float(hi),
-            "per_seed": per_seed, "n_used": int(len(logs))}
+    idx = np.random.default_rng(seed).integers(0, len(used), (n_bootstrap, len(used)))
+    lo, hi = np.quantile(gmean(used[idx], axis=1), [alpha / 2, 1 - alpha / 2])
+    return {
+        "mean": float(gmean(used)),
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "per_seed": per_seed,
+        "n_used": int(len(used)),
+    }
 
 
-def grid_scores(y_true, y_score, kinds=None, kind_names: Sequence[str] | None = None, weights=None,
-                threshold: float = 0.5) -> dict:
+def grid_scores(
+    y_true, y_score, kinds=None, kind_names: Sequence[str] | None = None, weights=None, threshold: float = 0.5
+) -> dict:
     """Scores of a patch detector on a natural-prevalence grid.
 
     ``ap``: average precision (scikit-learn ``average_precision_score``, with ``weights`` as
@@ -762,21 +774,25 @@ def grid_scores(y_true, y_score, kinds=None, kind_names: Sequence[str] | None = 
     ``fp_rate``: per confounder kind (``kinds`` > 0, named by ``kind_names``) and on ``"plain"``
     background (kind 0), the weighted share of *negatives* scored ``>= threshold``.
     """
-    from sklearn.metrics import average_precision_score
-
     y = np.asarray(y_true).astype(int).ravel()
     p = np.asarray(y_score, float).ravel()
     w = np.ones(len(y)) if weights is None else np.asarray(weights, float).ravel()
     if not (len(p) == len(y) == len(w)):
-        raise ValueError(f"y_true, y_score and weights need the same length, got {len(y)}, {len(p)}, {len(w)}")
-    out = {"ap": float(average_precision_score(y, p, sample_weight=w)) if y.any() else None,
-           "prevalence": float(np.sum(w * y) / np.sum(w))}
+        raise ValueError(
+            f"y_true, y_score and weights need the same length, got {len(y)}, {len(p)} and {len(w)}; "
+            "pass one entry per grid patch"
+        )
+    out = {
+        "ap": float(average_precision_score(y, p, sample_weight=w)) if y.any() else None,
+        "prevalence": float(np.sum(w * y) / np.sum(w)),
+    }
     if kinds is not None:
         kinds = np.asarray(kinds).ravel()
         names = list(kind_names) if kind_names is not None else [str(k) for k in range(int(kinds.max()) + 1)]
         fp = {}
         for code, name in enumerate(names):
             m = (kinds == code) & (y == 0)
-            fp["plain" if code == 0 else name] = float(np.sum(w[m] * (p[m] >= threshold)) / np.sum(w[m])) if m.any() else None
+            share = float(np.sum(w[m] * (p[m] >= threshold)) / np.sum(w[m])) if m.any() else None
+            fp["plain" if code == 0 else name] = share
         out["fp_rate"] = fp
     return out

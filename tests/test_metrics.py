@@ -3,9 +3,18 @@
 import numpy as np
 import pytest
 from scipy.stats import norm
-from sklearn.metrics import cohen_kappa_score, f1_score, recall_score, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    average_precision_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 
 from fundus_nb import metrics
+from fundus_nb.metrics import froc, froc_sensitivity_ci, sensitivity_at
 
 
 def _scores(n=80, seed=1, ties=False):
@@ -155,12 +164,54 @@ def test_patch_metrics_against_sklearn():
         (lambda: metrics.roc_auc_ci([0, 1], [0.1, 0.2], n_bootstrap=0), "n_bootstrap"),
         (lambda: metrics.operating_point([0, 0], [0.1, 0.2]), "only negative"),
         (lambda: metrics.paired_auc_test([0, 1], [0.1, 0.2], [0.3]), "score_b"),
-        (lambda: metrics.patch_metrics([0, 1], [0, 1, 1]), "one per patch"),
+        (lambda: metrics.patch_metrics([0, 1], [0, 1, 1]), "one prediction per patch"),
+        (lambda: metrics.binary_metrics([0, 1], [0, 1, 1]), "one prediction per image"),
+        (lambda: metrics.roc_curve_ci([0, 1], [0.1, 0.2], n_grid=1), "n_grid"),
+        (lambda: metrics.paired_auc_test([0, 1], [0.1, 0.2], [0.3, 0.1], n_bootstrap=1), "n_bootstrap"),
+        (lambda: metrics.bootstrap_ratio([1.0, 2.0], [1.0]), "one value per seed"),
+        (lambda: metrics.grid_scores([0, 1], [0.5], weights=[1, 1]), "same length"),
     ],
 )
 def test_bad_input_is_rejected(call, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as info:
         call()
+    _assert_one_sentence(info.value)
+
+
+def _assert_one_sentence(exc):
+    """The package's error style: one sentence, what is wrong, then after '; ' how to fix it."""
+    text = str(exc)
+    assert "; " in text and not text.endswith(".") and "\n" not in text, text
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: metrics.roc_auc_ci(["a", "b"], [0.1, 0.2]), "y_true must hold 0/1 numbers"),
+        (lambda: metrics.roc_auc_ci([0, 1], ["x", "y"]), "y_score must hold numbers"),
+        (lambda: metrics.roc_auc_ci([0, 1], [0.1, 0.2], n_bootstrap="100"), "n_bootstrap must be a whole number"),
+        (lambda: metrics.roc_auc_ci([0, 1], [0.1, 0.2], alpha="0.05"), "alpha must be a number"),
+    ],
+)
+def test_wrong_types_raise_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_confusion_counts_match_sklearn_for_one_vector_and_for_replicate_rows():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 50)
+    p = np.where(rng.random(50) < 0.7, y, 1 - y)
+    np.testing.assert_array_equal(metrics._confusion_counts(y, p), confusion_matrix(y, p, labels=[0, 1]).ravel())
+    idx = np.concatenate(list(metrics.stratified_bootstrap(y, 40, seed=2)))
+    rows = metrics._confusion_counts(y[idx], p[idx])
+    want = np.array([confusion_matrix(y[i], p[i], labels=[0, 1]).ravel() for i in idx])
+    np.testing.assert_array_equal(rows, want)
+    # one class only in a row still gives four cells (sklearn's labels=[0, 1])
+    np.testing.assert_array_equal(metrics._confusion_counts(np.zeros(4, int), np.array([0, 1, 1, 0])), [2, 2, 0, 0])
+    sens, spec, kappa = metrics._rates(rows)
+    np.testing.assert_allclose(kappa, [cohen_kappa_score(y[i], p[i]) for i in idx], atol=1e-12)
+    np.testing.assert_allclose(spec, [recall_score(1 - y[i], 1 - p[i]) for i in idx], atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- FROC
@@ -249,7 +300,7 @@ def test_froc_edge_cases():
     [
         (dict(detections={"zz": np.array([[1.0, 1.0, 0.5]])}), "neither in `lesions`"),
         (dict(lesions={"a": np.array([[1.0, 1.0]]), "n": np.array([[2.0, 2.0]])}), "negative_ids"),
-        (dict(negative_ids=[]), "at least one image without lesions"),
+        (dict(negative_ids=[]), "negative_ids is empty"),
         (dict(lesions={"a": np.zeros((0, 2))}), "no reference lesions"),
         (dict(detections={"n": np.array([[1.0, 1.0, np.nan]])}), "NaN"),
         (dict(detections={"a": np.array([[1.0, 1.0]])}), r"\(N, 3\)"),
@@ -263,8 +314,9 @@ def test_froc_edge_cases():
 def test_froc_bad_input(kwargs, match):
     args = dict(detections={}, lesions={"a": np.array([[5.0, 5.0]])}, negative_ids=["n"])
     args.update(kwargs)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as info:
         metrics.froc(**args)
+    _assert_one_sentence(info.value)
 
 
 def test_sensitivity_at_rejects_negative_rates():
@@ -291,9 +343,9 @@ def test_roc_curve_ci_against_sklearn_roc_on_same_replicates():
 
 # ------------------------------------------------------------------ label efficiency (issue 10)
 
-def test_bootstrap_ratio_matches_a_loop():
-    from fundus_nb import metrics as M
 
+def test_bootstrap_ratio_matches_a_loop():
+    M = metrics
     a, b = np.array([100.0, 80, 120, 60, 90]), np.array([150.0, 100, 110, 120, 100])
     out = M.bootstrap_ratio(a, b, n_bootstrap=500, seed=4)
     logs = np.log(a / b)
@@ -309,10 +361,7 @@ def test_bootstrap_ratio_matches_a_loop():
 
 
 def test_grid_scores_match_sklearn_and_count_fp_per_kind():
-    from sklearn.metrics import average_precision_score
-
-    from fundus_nb import metrics as M
-
+    M = metrics
     rng = np.random.default_rng(0)
     y = (rng.random(300) < 0.1).astype(int)
     p = np.clip(0.3 * y + rng.random(300) * 0.8, 0, 1)
@@ -323,15 +372,13 @@ def test_grid_scores_match_sklearn_and_count_fp_per_kind():
     assert out["prevalence"] == pytest.approx(np.sum(w * y) / w.sum())
     for code, key in enumerate(["plain", "drusen", "rim"]):
         m = (kinds == code) & (y == 0)
-        want = sum(wi for wi, pi in zip(w[m], p[m]) if pi >= 0.5) / w[m].sum()
+        want = sum(wi for wi, pi in zip(w[m], p[m], strict=True) if pi >= 0.5) / w[m].sum()
         assert out["fp_rate"][key] == pytest.approx(want)
 
 
 # ------------------------------------------------------------------------------ FROC bootstrap CI
 def test_froc_sensitivity_ci_matches_a_brute_force_bootstrap_loop():
     """Each replicate rebuilt by hand (images copied under new ids) and scored by froc()."""
-    from fundus_nb.metrics import froc, froc_sensitivity_ci, sensitivity_at
-
     rng = np.random.default_rng(4)
     lesions, det, negs = {}, {}, []
     for i in range(7):  # lesion images: 1-3 lesions, detections near some of them plus strays
