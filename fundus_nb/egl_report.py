@@ -8,16 +8,29 @@ Everything here summarises :class:`fundus_nb.egl.SelectionResult` objects; nothi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
+import torch
+from scipy import ndimage
 
 from . import data, egl, metrics, models, patches
 
 __all__ = [
-    "REMEDIES", "check_settings", "run_plan", "evaluate", "final_scores", "curve_band", "label_efficiency",
-    "count_collapses", "collapse_story", "picks_summary", "fp_table", "plot_picks_and_fp",
-    "score_on_dataset", "notebook_metrics", "discussion",
+    "REMEDIES",
+    "check_settings",
+    "run_plan",
+    "evaluate",
+    "final_scores",
+    "curve_band",
+    "label_efficiency",
+    "count_collapses",
+    "collapse_story",
+    "picks_summary",
+    "fp_table",
+    "plot_picks_and_fp",
+    "score_on_dataset",
+    "notebook_metrics",
+    "discussion",
 ]
 
 #: EGL variants against collapse: name -> extra keyword arguments of ``egl.select_images``.
@@ -25,24 +38,30 @@ REMEDIES = {"safeguard": {"safeguard": True}, "steps": {"steps_per_round": None}
 
 
 def check_settings(strategies: Sequence[str], remedies: Sequence[str], pool: str, counts: dict) -> None:
-    """One clear error for a bad notebook-03 setting."""
+    """One clear error for a bad notebook-03 setting (``TypeError`` for a wrong type, else ``ValueError``)."""
     bad = [s for s in strategies if s not in egl.STRATEGIES]
     if bad or "egl" not in strategies or "random" not in strategies:
-        raise ValueError(f"egl_strategies must list egl and random (optionally entropy, badge), got {list(strategies)}")
+        raise ValueError(
+            f"egl_strategies must list egl and random, got {list(strategies)}; "
+            f"choose from {', '.join(egl.STRATEGIES)} (egl and random required)"
+        )
     bad = [r for r in remedies if r not in REMEDIES]
     if bad:
-        raise ValueError(f"egl_remedies may list {', '.join(REMEDIES)}, got {bad}")
+        raise ValueError(f"egl_remedies has unknown entries {bad}; list only {', '.join(REMEDIES)} (or none)")
     if pool not in ("balanced", "grid"):
-        raise ValueError(f"egl_pool must be 'balanced' or 'grid', got {pool!r}")
+        raise ValueError(f"egl_pool must be 'balanced' or 'grid', got {pool!r}; pass one of the two")
     for name, value in counts.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}; pass a whole number")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}; pass a positive whole number")
 
 
 def run_plan(strategies, remedies, n_seeds: int, n_seeds_other: int, steps_per_round: int = 40) -> list:
     """``(name, repetition, extra select_images kwargs)`` of every run: EGL and random for
     ``n_seeds``, the other strategies and the EGL remedies (``"egl+safeguard"``, ``"egl+steps"``)
-    for ``min(n_seeds_other, n_seeds)``."""
+    for ``min(n_seeds_other, n_seeds)``.
+    """
     plan = []
     for rep in range(n_seeds):
         for s in strategies:
@@ -60,11 +79,10 @@ def run_plan(strategies, remedies, n_seeds: int, n_seeds_other: int, steps_per_r
 def evaluate(model, x_val, y_val, grid: egl.GridSet) -> dict:
     """One evaluation of a model during selection: balanced validation F / sensitivity /
     specificity (threshold 0.5), validation-grid AP and the collapse flags of
-    ``egl.degeneracy`` (one forward pass over the balanced patches serves both)."""
-    import torch
-
+    ``egl.degeneracy`` (one forward pass over the balanced patches serves both).
+    """
     x = torch.as_tensor(x_val) if not isinstance(x_val, np.ndarray) or x_val.dtype != np.uint8 else x_val
-    a, logits = egl._penultimate(model, egl._as_input(x).to(egl._device_of(model)))
+    a, logits = egl._penultimate(model, egl._as_input(x).to(models.device_of(model)))
     p = torch.softmax(logits.double(), 1)[:, 1].cpu().numpy()
     out = {k: float(v) for k, v in metrics.patch_metrics(y_val, (p >= 0.5).astype(int)).items()}
     out["ap"] = metrics.grid_scores(grid.y, models.predict_proba(model, grid.x), weights=grid.weights)["ap"]
@@ -73,11 +91,13 @@ def evaluate(model, x_val, y_val, grid: egl.GridSet) -> dict:
 
 def final_scores(model, x_test, y_test, grid: egl.GridSet) -> dict:
     """Balanced test F / sensitivity / specificity (threshold 0.5) and natural-prevalence grid AP,
-    prevalence and false-positive rate per confounder kind."""
+    prevalence and false-positive rate per confounder kind.
+    """
     p = np.asarray(models.predict_proba(model, x_test))
     out = metrics.patch_metrics(y_test, (p >= 0.5).astype(int))
-    g = metrics.grid_scores(grid.y, models.predict_proba(model, grid.x), grid.kinds, data.CONFOUNDER_KINDS,
-                            grid.weights)
+    g = metrics.grid_scores(
+        grid.y, models.predict_proba(model, grid.x), grid.kinds, data.CONFOUNDER_KINDS, grid.weights
+    )
     return {**{k: float(v) for k, v in out.items()}, "ap": g["ap"], "fp_rate": g["fp_rate"]}
 
 
@@ -85,7 +105,7 @@ def curve_band(results, x_key: str, metric: str, n: int = 60):
     """Mean and 95 % band of ``metric`` against ``x_key`` (labelled patches or SGD iterations)."""
     xs = [np.array([r[x_key] for r in res.records], float) for res in results]
     grid = np.linspace(max(x[0] for x in xs), min(x[-1] for x in xs), n)
-    vals = np.array([np.interp(grid, x, [r[metric] for r in res.records]) for x, res in zip(xs, results)])
+    vals = np.array([np.interp(grid, x, [r[metric] for r in res.records]) for x, res in zip(xs, results, strict=True)])
     return (grid, *egl.mean_band(vals))
 
 
@@ -100,16 +120,21 @@ def _need(res, target: float) -> tuple[float, float, bool]:
 def label_efficiency(results: dict, target_ap: float, n_bootstrap: int = 10000, seed: int = 0) -> dict:
     """Per strategy the labelled patches / images needed to reach ``target_ap`` (censored runs
     count their final labelled set), the AULC of AP against labelled patches, and the EGL/random
-    ratios with bootstrap CIs over the seeds both ran (``metrics.bootstrap_ratio``)."""
+    ratios with bootstrap CIs over the seeds both ran (``metrics.bootstrap_ratio``).
+    """
     needed, censored, aulc = {}, {}, {}
     for name, rs in results.items():
         rows = [_need(r, target_ap) for r in rs]
         needed[name] = {"n_patches": [r[0] for r in rows], "n_images": [r[1] for r in rows]}
         censored[name] = int(sum(r[2] for r in rows))
-        aulc[name] = [egl.area_under_curve([x["n_patches"] for x in r.records], [x["ap"] for x in r.records]) for r in rs]
+        aulc[name] = [
+            egl.area_under_curve([x["n_patches"] for x in r.records], [x["ap"] for x in r.records]) for r in rs
+        ]
     m = min(len(results["egl"]), len(results["random"]))
-    ratio = {key: metrics.bootstrap_ratio(needed["egl"][key][:m], needed["random"][key][:m], n_bootstrap, seed=seed)
-             for key in ("n_patches", "n_images")}
+    ratio = {
+        key: metrics.bootstrap_ratio(needed["egl"][key][:m], needed["random"][key][:m], n_bootstrap, seed=seed)
+        for key in ("n_patches", "n_images")
+    }
     ratio["aulc"] = metrics.bootstrap_ratio(aulc["egl"][:m], aulc["random"][:m], n_bootstrap, seed=seed)
     return {"target_ap": float(target_ap), "needed": needed, "censored": censored, "aulc": aulc, "ratio": ratio}
 
@@ -128,17 +153,18 @@ def collapse_story(res, pool) -> str | None:
         return None
     r = int(bad[0]["round"])
     lab = np.concatenate(res.selected[: r + 1])
-    picks = np.concatenate(res.selected[1: r + 1]) if r >= 1 else np.zeros(0, int)
-    return (f"first collapsed after round {r} ({int(bad[0]['n_patches'])} labelled patches, positive rate "
-            f"{bad[0]['positive_rate']:.2f}, dead units {bad[0]['dead_units']:.2f}); exudate share of its labelled set "
-            f"{pool.labels[lab].mean():.2f}, of its picks {pool.labels[picks].mean() if len(picks) else float('nan'):.2f}")
+    picks = np.concatenate(res.selected[1 : r + 1]) if r >= 1 else np.zeros(0, int)
+    return (
+        f"first collapsed after round {r} ({int(bad[0]['n_patches'])} labelled patches, positive rate "
+        f"{bad[0]['positive_rate']:.2f}, dead units {bad[0]['dead_units']:.2f}); exudate share of its labelled set "
+        f"{pool.labels[lab].mean():.2f}, of its picks {pool.labels[picks].mean() if len(picks) else float('nan'):.2f}"
+    )
 
 
 def picks_summary(pool, results, kind_at: np.ndarray, recs) -> dict:
     """Mean over runs: exudate share of the picks (after L0), share of the negative picks per
-    confounder kind, and the largest share of a run's positive picks from one exudate cluster."""
-    from scipy import ndimage
-
+    confounder kind, and the largest share of a run's positive picks from one exudate cluster.
+    """
     labels = [ndimage.label(r.exudate_mask, np.ones((3, 3)))[0] for r in recs]
     pos_share, kinds, cluster = [], [], []
     for res in results:
@@ -153,9 +179,13 @@ def picks_summary(pool, results, kind_at: np.ndarray, recs) -> dict:
         comp = [(int(p["image"]), int(labels[p["image"]][p["row"], p["col"]])) for p in pp]
         cluster.append(max(np.unique(comp, axis=0, return_counts=True)[1]) / len(comp) if comp else 0.0)
     k = np.mean(kinds, 0) if kinds else np.zeros(len(data.CONFOUNDER_KINDS))
-    return {"exudate_share": float(np.mean(pos_share)) if pos_share else None,
-            "negatives_by_kind": {("plain" if i == 0 else n): float(v) for i, (n, v) in enumerate(zip(data.CONFOUNDER_KINDS, k))},
-            "largest_cluster_share": float(np.mean(cluster)) if cluster else None}
+    return {
+        "exudate_share": float(np.mean(pos_share)) if pos_share else None,
+        "negatives_by_kind": {
+            ("plain" if i == 0 else n): float(v) for i, (n, v) in enumerate(zip(data.CONFOUNDER_KINDS, k, strict=True))
+        },
+        "largest_cluster_share": float(np.mean(cluster)) if cluster else None,
+    }
 
 
 def fp_table(finals: dict, kind_names: Sequence[str]) -> dict:
@@ -172,32 +202,49 @@ def fp_table(finals: dict, kind_names: Sequence[str]) -> dict:
 def plot_picks_and_fp(axes, picks: dict, fp: dict) -> None:
     """Left: exudate share of the picks per strategy; right: FP rate per confounder kind (heat map)."""
     names = list(picks)
-    axes[0].bar(names, [picks[n]["exudate_share"] or 0 for n in names], color="tab:orange", label="exudate share of picks")
-    axes[0].plot(names, [picks[n]["largest_cluster_share"] or 0 for n in names], "ko", label="largest one-cluster share")
+    axes[0].bar(
+        names, [picks[n]["exudate_share"] or 0 for n in names], color="tab:orange", label="exudate share of picks"
+    )
+    axes[0].plot(
+        names, [picks[n]["largest_cluster_share"] or 0 for n in names], "ko", label="largest one-cluster share"
+    )
     axes[0].set(ylabel="share of picks", ylim=(0, 1), title="what each strategy picked")
     axes[0].legend(fontsize=7)
     axes[0].tick_params(axis="x", rotation=30)
     rows = list(fp)
     cols = list(fp[rows[0]])
     mat = np.array([[np.nan if fp[r][c] is None else fp[r][c] for c in cols] for r in rows])
-    im = axes[1].imshow(mat, cmap="viridis", vmin=0, vmax=max(np.nanmax(mat), 1e-3) if np.isfinite(mat).any() else 1, aspect="auto")
-    axes[1].set(xticks=range(len(cols)), xticklabels=cols, yticks=range(len(rows)), yticklabels=rows,
-                title="test-grid false-positive rate (score >= 0.5)")
+    im = axes[1].imshow(
+        mat, cmap="viridis", vmin=0, vmax=max(np.nanmax(mat), 1e-3) if np.isfinite(mat).any() else 1, aspect="auto"
+    )
+    axes[1].set(
+        xticks=range(len(cols)),
+        xticklabels=cols,
+        yticks=range(len(rows)),
+        yticklabels=rows,
+        title="test-grid false-positive rate (score >= 0.5)",
+    )
     axes[1].tick_params(axis="x", rotation=30)
     axes[0].figure.colorbar(im, ax=axes[1], label="false-positive rate")
 
 
-def score_on_dataset(models_: dict, records, *, stride: float = 16, per_class: int = 986, seed: int = 0,
-                     plain_cap: int | None = None) -> dict:
+def score_on_dataset(
+    models_: dict, records, *, stride: float = 16, per_class: int = 986, seed: int = 0, plain_cap: int | None = None
+) -> dict:
     """Score models trained here on another dataset's standardized records: balanced exudate patches
     (without replacement, up to ``per_class``) and the natural-prevalence grid (AP; ``plain_cap``
-    subsamples its plain background with inverse-probability weights, as :func:`egl.grid_set`)."""
+    subsamples its plain background with inverse-probability weights, as :func:`egl.grid_set`).
+    """
     recs = [r for r in records if r.exudate_mask is not None]
     if not recs:
-        raise ValueError("the test dataset has no exudate masks, so it cannot score an exudate detector; "
-                         "choose one with exudate annotations (idrid, eophtha-ex, diaretdb1)")
+        raise ValueError(
+            "the test dataset has no exudate masks, so it cannot score an exudate detector; "
+            "choose one with exudate annotations (idrid, eophtha-ex, diaretdb1)"
+        )
     tp = patches.exudate_pool(recs, max_positives_per_image=None, max_negatives_per_image=None, seed=seed)
-    idx = patches.balanced_sample(tp, min(per_class, *tp.class_counts().values()), np.random.default_rng(seed), replace=False)
+    idx = patches.balanced_sample(
+        tp, min(per_class, *tp.class_counts().values()), np.random.default_rng(seed), replace=False
+    )
     x, y = patches.to_tensor(tp.extract(idx)), tp.labels[idx].astype(int)
     grid = egl.grid_set(recs, [None] * len(recs), stride=stride, plain_cap=plain_cap, seed=seed)
     out = {"n_images": len(recs), "grid_prevalence": grid.prevalence, "n_grid": grid.n_grid, "n_balanced": int(len(y))}
@@ -207,17 +254,26 @@ def score_on_dataset(models_: dict, records, *, stride: float = 16, per_class: i
     return out
 
 
-def notebook_metrics(*, test_grid, reference, plateau, full_scores, eff, collapses, finals, fp_table, picks,
-                     test_other, settings) -> dict:
+def notebook_metrics(
+    *, test_grid, reference, plateau, full_scores, eff, collapses, finals, fp_table, picks, test_other, settings
+) -> dict:
     """The ``03_lenet_egl`` section of metrics.json (keys documented in the issue)."""
     ref = {k: reference[k] for k in ("f_measure", "sensitivity", "specificity", "ap")}
     return {
         "pool": {"prevalence": test_grid.prevalence, "n_grid": test_grid.n_grid},
-        "reference": {"test": ref, "validation": {k: full_scores[k] for k in ("f_measure", "ap")},
-                      "epochs": plateau["epochs"], "best_epoch": plateau["best_epoch"]},
-        "ratio_egl_random": {k: {kk: eff["ratio"][k][kk] for kk in ("mean", "ci_low", "ci_high", "per_seed")}
-                             for k in ("n_patches", "n_images", "aulc")},
-        "target_ap": eff["target_ap"], "needed": eff["needed"], "censored": eff["censored"],
+        "reference": {
+            "test": ref,
+            "validation": {k: full_scores[k] for k in ("f_measure", "ap")},
+            "epochs": plateau["epochs"],
+            "best_epoch": plateau["best_epoch"],
+        },
+        "ratio_egl_random": {
+            k: {kk: eff["ratio"][k][kk] for kk in ("mean", "ci_low", "ci_high", "per_seed")}
+            for k in ("n_patches", "n_images", "aulc")
+        },
+        "target_ap": eff["target_ap"],
+        "needed": eff["needed"],
+        "censored": eff["censored"],
         "summary": {k: _text(eff["ratio"][k], collapses) for k in ("n_patches", "aulc")},
         "collapses": {n: c["runs"] for n, c in collapses.items()},
         "collapse_detail": collapses,
@@ -234,8 +290,10 @@ def _text(r: dict, collapses: dict) -> str:
     if r["mean"] is None:
         return "n/a"
     c = collapses
-    return (f"{r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] (collapsed: EGL {c['egl']['runs']}/{c['egl']['of']}, "
-            f"random {c['random']['runs']}/{c['random']['of']})")
+    return (
+        f"{r['mean']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] (collapsed: EGL {c['egl']['runs']}/{c['egl']['of']}, "
+        f"random {c['random']['runs']}/{c['random']['of']})"
+    )
 
 
 def _fmt(r: dict) -> str:
@@ -246,15 +304,23 @@ def _fmt(r: dict) -> str:
 
 def discussion(eff, collapses, full_scores, reference, grid, fp, plateau, picks=None, finals=None) -> str:
     """Discussion sentences written from this run's numbers (``picks``: :func:`picks_summary` per
-    strategy; ``finals``: the final test scores per strategy, for the mean test AP)."""
+    strategy; ``finals``: the final test scores per strategy, for the mean test AP).
+    """
     rp, ra = eff["ratio"]["n_patches"], eff["ratio"]["aulc"]
-    still = (" and was still improving at its last epoch (the epoch cap, not a plateau, stopped it)"
-             if plateau.get("best_epoch") == plateau["epochs"] else "")
-    lines = [f"- The all-data reference stopped after {plateau['epochs']} epochs{still}; test F {reference['f_measure']:.3f} "
-             f"on balanced patches but AP {reference['ap']:.3f} on the natural-prevalence grid "
-             f"({grid.prevalence:.2%} exudate)."]
-    lines.append(f"- EGL / random labelled patches to reach AP {eff['target_ap']:.3f}: {_fmt(rp)}; censored runs "
-                 f"(never reached): EGL {eff['censored']['egl']}, random {eff['censored']['random']}.")
+    still = (
+        " and was still improving at its last epoch (the epoch cap, not a plateau, stopped it)"
+        if plateau.get("best_epoch") == plateau["epochs"]
+        else ""
+    )
+    lines = [
+        f"- The all-data reference stopped after {plateau['epochs']} epochs{still}; "
+        f"test F {reference['f_measure']:.3f} on balanced patches but AP {reference['ap']:.3f} on the "
+        f"natural-prevalence grid ({grid.prevalence:.2%} exudate)."
+    ]
+    lines.append(
+        f"- EGL / random labelled patches to reach AP {eff['target_ap']:.3f}: {_fmt(rp)}; censored runs "
+        f"(never reached): EGL {eff['censored']['egl']}, random {eff['censored']['random']}."
+    )
     if rp["mean"] is not None and rp["ci_high"] < 1:
         lines.append("  EGL needed fewer labels than random, and the CI excludes 1.")
     elif rp["mean"] is not None and rp["ci_low"] > 1:
@@ -265,20 +331,28 @@ def discussion(eff, collapses, full_scores, reference, grid, fp, plateau, picks=
     if ra["mean"] is not None and not (rp["mean"] is not None and rp["ci_high"] < 1) and not ra["ci_low"] > 1:
         lines.append("  Plainly: on these seeds EGL did not beat random selection.")
     if finals:
-        lines.append("- Mean final test-grid AP: " + ", ".join(
-            f"{n} {np.mean([f['ap'] for f in fs]):.3f} ({len(fs)} seeds)" for n, fs in finals.items())
-            + f"; the all-data reference {reference['ap']:.3f}.")
+        lines.append(
+            "- Mean final test-grid AP: "
+            + ", ".join(f"{n} {np.mean([f['ap'] for f in fs]):.3f} ({len(fs)} seeds)" for n, fs in finals.items())
+            + f"; the all-data reference {reference['ap']:.3f}."
+        )
     if picks and "egl" in picks and "random" in picks:
         e, r = picks["egl"], picks["random"]
         if e["exudate_share"] is not None and r["exudate_share"] is not None:
             neg = lambda p: ", ".join(f"{k} {v:.2f}" for k, v in p["negatives_by_kind"].items() if v > 0)  # noqa: E731
-            lines.append(f"- Why: EGL's picks were {e['exudate_share']:.0%} exudate against random's "
-                         f"{r['exudate_share']:.0%}; the largest share of a run's exudate picks from one lesion "
-                         f"cluster was {e['largest_cluster_share']:.0%} for EGL and {r['largest_cluster_share']:.0%} for "
-                         f"random; EGL's negative picks by kind: {neg(e)} (random: {neg(r)}).")
+            lines.append(
+                f"- Why: EGL's picks were {e['exudate_share']:.0%} exudate against random's "
+                f"{r['exudate_share']:.0%}; the largest share of a run's exudate picks from one lesion "
+                f"cluster was {e['largest_cluster_share']:.0%} for EGL and {r['largest_cluster_share']:.0%} for "
+                f"random; EGL's negative picks by kind: {neg(e)} (random: {neg(r)})."
+            )
     lines.append("- Collapsed runs: " + ", ".join(f"{n} {c['runs']}/{c['of']}" for n, c in collapses.items()) + ".")
     worst = {n: max((k for k in v if k != "plain" and v[k]), key=lambda k: v[k], default=None) for n, v in fp.items()}
-    lines.append("- Most confused confounder per model: " + ", ".join(
-        f"{n} {k} ({fp[n][k]:.3f} vs plain {fp[n]['plain']:.3f})" for n, k in worst.items() if k is not None)
-        + ("." if any(k is not None for k in worst.values()) else "none (no false positive on any confounder)."))
+    lines.append(
+        "- Most confused confounder per model: "
+        + ", ".join(
+            f"{n} {k} ({fp[n][k]:.3f} vs plain {fp[n]['plain']:.3f})" for n, k in worst.items() if k is not None
+        )
+        + ("." if any(k is not None for k in worst.values()) else "none (no false positive on any confounder).")
+    )
     return "\n".join(lines)
