@@ -8,65 +8,28 @@ import functools
 import numpy as np
 import pytest
 import torch
+from _reference import naive_egl
+from scipy import stats
+from scipy.integrate import trapezoid
+from sklearn.metrics import average_precision_score
 from torch import nn
 
-from fundus_nb import egl
+from fundus_nb import egl, egl_report, metrics, models
 from fundus_nb.models import LeNet
 from fundus_nb.patches import PatchPool, extract, patchify, to_tensor
+from fundus_nb.train import fit
 
 torch.set_num_threads(1)
 
 
-# ---------------------------------------------------------------------------------------------
-# independent references
-# ---------------------------------------------------------------------------------------------
-def naive_egl(model: nn.Module, x: torch.Tensor, params: str) -> np.ndarray:
-    """Phi by brute force: one backward per sample and per class, norms summed over parameters."""
-    model.eval()
-    if params == "fc":
-        ps = [p for m in model.modules() if isinstance(m, nn.Linear) for p in m.parameters(recurse=False)]
-    else:
-        ps = list(model.parameters())
-    out = []
-    for i in range(len(x)):
-        xi = x[i : i + 1]
-        with torch.no_grad():
-            prob = torch.softmax(model(xi), 1)[0]
-        phi = 0.0
-        for j in range(prob.numel()):
-            loss = nn.functional.cross_entropy(model(xi), torch.tensor([j]))
-            grads = torch.autograd.grad(loss, ps)
-            phi += float(prob[j]) * float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
-        out.append(phi)
-    return np.array(out)
-
-
-def sgd_fit(model, batches, *, epochs, lr=0.05, seed=0):
-    """Plain SGD following the train.fit contract (batches(epoch, rng)); used where train.fit is absent."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    model.train()
-    for epoch in range(epochs):
-        for xb, yb in batches(epoch, np.random.default_rng([seed, epoch])):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(xb), yb).backward()
-            opt.step()
-
-
-try:  # the project's fit loop when it exists, else the contract-following loop above
-    from functools import partial
-
-    from fundus_nb.train import fit as _project_fit
-
-    FIT = partial(_project_fit, lr=0.05, seed=0, progress=False)
-except Exception:  # pragma: no cover - depends on the tree's state
-    FIT = sgd_fit
+FIT = functools.partial(fit, lr=0.05, seed=0, progress=False)
 
 
 def rand_patches(n, size=48, seed=0):
     return torch.from_numpy(np.random.default_rng(seed).random((n, 3, size, size), dtype=np.float32))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trained_state(seed, steps):
     torch.manual_seed(seed)
     model = LeNet()
@@ -154,14 +117,22 @@ def test_uint8_input_and_inplace_relu():
     assert_rel(got.numpy(), naive_egl(model, to_tensor(u8), "fc"))
 
 
-def test_entropy_matches_scipy():
-    from scipy.stats import entropy
-
+def test_entropy_matches_scipy_and_the_hand_written_formula():
     model = trained_lenet()
     x = rand_patches(10, seed=5)
     with torch.no_grad():
-        p = torch.softmax(model(x), 1).numpy()
-    np.testing.assert_allclose(egl.predictive_entropy(model, x).numpy(), entropy(p.T), rtol=1e-5)
+        logits = model(x)
+    p = torch.softmax(logits, 1).numpy()
+    got = egl.predictive_entropy(model, x, batch_size=4).numpy()
+    np.testing.assert_allclose(got, stats.entropy(p.T), rtol=1e-5)
+    logp = torch.log_softmax(logits, 1)  # the formula the library call replaced
+    np.testing.assert_allclose(got, (-(logp.exp() * logp).sum(1)).numpy(), rtol=1e-6, atol=1e-7)
+    # saturated logits: p = 0 for a class gives 0 * log 0 = 0 (no NaN), as the old formula did
+    sat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 48 * 48, 2))
+    with torch.no_grad():
+        sat[1].weight.zero_()
+        sat[1].bias.copy_(torch.tensor([0.0, 200.0]))
+    assert egl.predictive_entropy(sat, x[:2]).tolist() == [0.0, 0.0]
 
 
 def test_egl_errors():
@@ -175,6 +146,8 @@ def test_egl_errors():
         egl.expected_gradient_length(conv_only, rand_patches(2, size=8), params="fc")
     with pytest.raises(ValueError, match="uint8"):
         egl.expected_gradient_length(model, np.zeros((2, 48, 48, 3), np.int64))
+    with pytest.raises(TypeError, match="numpy array or a torch tensor"):
+        egl.expected_gradient_length(model, [[0.0]])
     with pytest.raises(ValueError, match="method='func'"):
         egl.expected_gradient_length(TinyBN(), rand_patches(2, 12), "all", method="hooks")
 
@@ -206,8 +179,19 @@ def test_select_patches_picks_top_k_of_the_current_model():
         states.append(copy.deepcopy(m.state_dict()))
         return {"n_states": len(states)}
 
-    res = egl.select_patches(model, pool, None, k=16, rounds=2, fit=FIT, eval_fn=eval_fn, seed=1, augment=False,
-                             initial_batches=5, batch_size=12)
+    res = egl.select_patches(
+        model,
+        pool,
+        None,
+        k=16,
+        rounds=2,
+        fit=FIT,
+        eval_fn=eval_fn,
+        seed=1,
+        augment=False,
+        initial_batches=5,
+        batch_size=12,
+    )
     l0 = res.selected[0]
     assert len(l0) == 60 and len(np.unique(l0)) == 60
     assert res.initial_iterations == 5
@@ -221,8 +205,10 @@ def test_select_patches_picks_top_k_of_the_current_model():
     top = set(free[np.argsort(-phi)[:16]])
     assert set(res.selected[1]) == top
     # the brute-force score agrees on the chosen ones
-    assert_rel(egl.expected_gradient_length(ref, pool.extract(res.selected[1][:3])).numpy(),
-               naive_egl(ref, to_tensor(pool.extract(res.selected[1][:3])), "fc"))
+    assert_rel(
+        egl.expected_gradient_length(ref, pool.extract(res.selected[1][:3])).numpy(),
+        naive_egl(ref, to_tensor(pool.extract(res.selected[1][:3])), "fc"),
+    )
     assert len(np.unique(res.labelled)) == len(res.labelled) == 92
 
 
@@ -232,11 +218,10 @@ def test_baselines_disjoint_and_reproducible(strategy):
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
-        res = egl.select_patches(LeNet(), pool, np.arange(40), 8, 3, FIT, strategy=strategy, seed=2,
-                                 augment=False)
+        res = egl.select_patches(LeNet(), pool, np.arange(40), 8, 3, FIT, strategy=strategy, seed=2, augment=False)
         runs.append(res)
     a, b = runs
-    assert all(np.array_equal(x, y) for x, y in zip(a.selected, b.selected))
+    assert all(np.array_equal(x, y) for x, y in zip(a.selected, b.selected, strict=True))
     lab = a.labelled
     assert len(np.unique(lab)) == len(lab) == 40 + 24
     if strategy == "entropy":  # first pick = highest predictive entropy after training on L0
@@ -259,7 +244,7 @@ def test_select_patches_errors():
         egl.select_patches(m, pool, np.arange(10), 20, 3, FIT)
     with pytest.raises(ValueError, match="strategy must be"):
         egl.select_patches(m, pool, np.arange(10), 5, 1, FIT, strategy="margin")
-    with pytest.raises(ValueError, match="PatchPool"):
+    with pytest.raises(TypeError, match="PatchPool"):
         egl.select_patches(m, (np.zeros((5, 48, 48, 3), np.uint8), np.zeros(5)), None, 1, 1, FIT)
     with pytest.raises(ValueError, match="fewer than the initial 160"):
         egl.select_patches(m, pool, None, 1, 1, FIT)
@@ -271,8 +256,9 @@ def test_select_images_order_and_interestingness():
     pool, images = make_pool(n_images=7, per_image=30, seed=3)
     torch.manual_seed(0)
     model = LeNet()
-    res = egl.select_images(model, pool, FIT, mu=3, rounds=3, k=10, stride=24, seed=0, augment=False,
-                            initial_batches=2, batch_size=16)
+    res = egl.select_images(
+        model, pool, FIT, mu=3, rounds=3, k=10, stride=24, seed=0, augment=False, initial_batches=2, batch_size=16
+    )
     order = res.image_order
     assert len(order) == 6 and len(set(order)) == 6
     assert res.interestingness.shape == (3, 7)
@@ -297,12 +283,14 @@ def test_select_images_interestingness_is_sum_of_phi():
     torch.manual_seed(0)
     model = LeNet()
     # rounds=1: the recorded interestingness is measured with the initial model, which we rebuild
-    res = egl.select_images(model, pool, FIT, mu=4, rounds=1, k=5, stride=24, seed=0, augment=False,
-                            initial_batches=2, batch_size=16)
+    res = egl.select_images(
+        model, pool, FIT, mu=4, rounds=1, k=5, stride=24, seed=0, augment=False, initial_batches=2, batch_size=16
+    )
     torch.manual_seed(0)
     ref = LeNet()
-    egl.select_images(ref, pool, FIT, mu=4, rounds=0, stride=24, seed=0, augment=False, initial_batches=2,
-                      batch_size=16)
+    egl.select_images(
+        ref, pool, FIT, mu=4, rounds=0, stride=24, seed=0, augment=False, initial_batches=2, batch_size=16
+    )
     (last,) = [i for i in range(5) if i not in res.image_order[:4]]
     rows, cols = patchify(images[last].shape[:2], 48, 24)
     phi = naive_egl(ref, to_tensor(extract(images[last], 0, rows, cols, 48)), "fc")
@@ -338,11 +326,14 @@ def test_egl_map_matches_patchwise_scores():
 
 
 def test_labels_to_reach():
-    res = egl.SelectionResult("egl", records=[
-        {"round": 0, "iterations": 5, "n_patches": 160, "n_images": 4, "f1": 0.5},
-        {"round": 1, "iterations": 11, "n_patches": 192, "n_images": 5, "f1": 0.79},
-        {"round": 2, "iterations": 18, "n_patches": 224, "n_images": 6, "f1": 0.81},
-    ])
+    res = egl.SelectionResult(
+        "egl",
+        records=[
+            {"round": 0, "iterations": 5, "n_patches": 160, "n_images": 4, "f1": 0.5},
+            {"round": 1, "iterations": 11, "n_patches": 192, "n_images": 5, "f1": 0.79},
+            {"round": 2, "iterations": 18, "n_patches": 224, "n_images": 6, "f1": 0.81},
+        ],
+    )
     assert egl.labels_to_reach(res, 0.8) == {"round": 2.0, "iterations": 18.0, "n_patches": 224.0, "n_images": 6.0}
     assert np.isnan(egl.labels_to_reach(res, 0.9)["n_images"])
     with pytest.raises(ValueError, match="no 'auc'"):
@@ -350,11 +341,10 @@ def test_labels_to_reach():
 
 
 def test_curves_on_grid_and_mean_band():
-    from scipy import stats
-
     a = egl.SelectionResult("egl", records=[{"iterations": 5, "f1": 0.2}, {"iterations": 15, "f1": 0.6}])
-    b = egl.SelectionResult("egl", records=[{"iterations": 5, "f1": 0.4}, {"iterations": 10, "f1": 0.5},
-                                            {"iterations": 20, "f1": 0.9}])
+    b = egl.SelectionResult(
+        "egl", records=[{"iterations": 5, "f1": 0.4}, {"iterations": 10, "f1": 0.5}, {"iterations": 20, "f1": 0.9}]
+    )
     grid = np.array([5, 10, 15, 20])
     c = egl.curves_on_grid([a, b], "f1", grid)
     np.testing.assert_allclose(c[0, :3], [0.2, 0.4, 0.6])
@@ -374,22 +364,69 @@ def test_curves_on_grid_and_mean_band():
         egl.curves_on_grid([a], "auc", grid)
 
 
-@pytest.mark.parametrize("strategy", ["random", "entropy"])
-def test_select_images_baselines(strategy):
+def test_mean_band_matches_the_hand_written_t_band():
+    """scipy.stats.t.interval against the formula it replaced: mean -+ t_{(1+level)/2, n-1} sd / sqrt(n)."""
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(5, 40))
+    v[rng.random(v.shape) < 0.3] = np.nan  # columns with 0..5 finite values
+    v[:, 0] = 0.25  # no spread: the band collapses onto the mean
+    v[1:, 1] = np.nan  # a single run
+    v[:, 2] = np.nan  # no run: NaN everywhere
+    for level in (0.5, 0.9, 0.95):
+        mean, lo, hi = egl.mean_band(v, level)
+        for j in range(v.shape[1]):
+            col = v[np.isfinite(v[:, j]), j]
+            if len(col) == 0:
+                assert np.isnan([mean[j], lo[j], hi[j]]).all()
+                continue
+            half = (
+                0.0
+                if len(col) < 2
+                else stats.t.ppf(0.5 + level / 2, len(col) - 1) * col.std(ddof=1) / np.sqrt(len(col))
+            )
+            np.testing.assert_allclose(
+                [mean[j], lo[j], hi[j]], [col.mean(), col.mean() - half, col.mean() + half], rtol=1e-12, atol=1e-12
+            )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"strategy": "random", "record_interestingness": True},
+        {"strategy": "entropy", "record_interestingness": True},
+        {"strategy": "badge"},
+        {"safeguard": True},
+        {"steps_per_round": 3},
+    ],
+)
+def test_select_images_baselines_and_remedies(extra):
     pool, _ = make_pool(n_images=5, per_image=20, seed=5)
     torch.manual_seed(0)
-    res = egl.select_images(LeNet(), pool, FIT, strategy=strategy, mu=2, rounds=2, k=8, stride=48, seed=1,
-                            augment=False, initial_batches=1, batch_size=16, record_interestingness=True)
+    res = egl.select_images(
+        LeNet(),
+        pool,
+        FIT,
+        mu=2,
+        rounds=2,
+        k=8,
+        stride=48,
+        seed=1,
+        augment=False,
+        initial_batches=1,
+        batch_size=16,
+        **extra,
+    )
     order = res.image_order
     assert len(set(order)) == 4
-    img_of = pool.positions["image"]
     lab = res.labelled
     assert len(np.unique(lab)) == len(lab) == 16 + 16
-    assert set(img_of[lab]) <= set(order)
-    # the EGL interestingness is recorded for every candidate, whatever chose the image
-    for r in range(2):
-        cand = [i for i in range(5) if i not in order[: 2 + r]]
-        assert np.isfinite(res.interestingness[r, cand]).all()
+    assert set(pool.positions["image"][lab]) <= set(order)
+    if "record_interestingness" in extra:  # the EGL interestingness of every candidate, whatever chose
+        for r in range(2):
+            cand = [i for i in range(5) if i not in order[: 2 + r]]
+            assert np.isfinite(res.interestingness[r, cand]).all()
+    if "steps_per_round" in extra:  # a fixed number of SGD steps per update
+        assert np.diff([r["iterations"] for r in res.records]).tolist() == [3, 3]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,7 +440,7 @@ def test_gradient_embedding_is_the_last_layer_gradient():
     last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     model.eval()
     for i in range(len(x)):
-        logits = model(x[i:i + 1])
+        logits = model(x[i : i + 1])
         yhat = logits.argmax(1)
         (g,) = torch.autograd.grad(nn.functional.cross_entropy(logits, yhat), [last.weight])
         np.testing.assert_allclose(emb[i], g.flatten().numpy(), rtol=1e-4, atol=1e-7)
@@ -415,7 +452,7 @@ def test_kmeans_pp_d2_sampling_matches_a_loop():
     emb = np.random.default_rng(0).normal(size=(40, 5))
     got = egl.kmeans_pp(emb, 6, np.random.default_rng(3))
     rng = np.random.default_rng(3)
-    want = [int(np.argmax((emb ** 2).sum(1)))]
+    want = [int(np.argmax((emb**2).sum(1)))]
     for _ in range(5):
         d2 = np.array([min(((e - emb[j]) ** 2).sum() for j in want) for e in emb])
         d2[want] = 0
@@ -446,32 +483,20 @@ def test_degeneracy_flags_one_class_and_dead_units():
     # independent count of dead penultimate units with a forward hook
     seen = []
     h = [m for m in healthy.modules() if isinstance(m, nn.Linear)][-1].register_forward_hook(
-        lambda m, i, o: seen.append(i[0]))
+        lambda m, i, o: seen.append(i[0])
+    )
     with torch.no_grad():
         healthy(x)
     h.remove()
     assert dead == pytest.approx(float((seen[0].abs().amax(0) == 0).float().mean()))
 
 
-@pytest.mark.parametrize("extra", [{"strategy": "badge"}, {"safeguard": True}, {"steps_per_round": 3}])
-def test_select_images_remedies_run_and_count(extra):
-    pool, _ = make_pool(n_images=5, per_image=20, seed=6)
-    torch.manual_seed(0)
-    res = egl.select_images(LeNet(), pool, FIT, mu=2, rounds=2, k=8, stride=48, seed=1, augment=False,
-                            initial_batches=1, batch_size=16, **extra)
-    lab = res.labelled
-    assert len(np.unique(lab)) == len(lab) == 16 + 16
-    if "steps_per_round" in extra:  # a fixed number of SGD steps per update
-        its = [r["iterations"] for r in res.records]
-        assert np.diff(its).tolist() == [3, 3]
-
-
 def test_safeguard_takes_half_from_each_predicted_class():
     pool, _ = make_pool(n_images=2, per_image=60, seed=1)
     model = trained_lenet()
     cand = np.arange(len(pool))
-    pred = egl._predict(model, pool.extract(cand)) >= 0.5
-    picks = egl._pick(model, pool, cand, 10, "egl", "fc", np.random.default_rng(0), safeguard=True)
+    pred = models.predict_proba(model, pool.extract(cand)) >= 0.5
+    picks = egl.pick(model, pool, cand, 10, "egl", "fc", np.random.default_rng(0), safeguard=True)
     n_pos_pred = pred[picks].sum()
     assert n_pos_pred == min(pred.sum(), max(5, 10 - (~pred).sum()))
     phi = egl.expected_gradient_length(model, pool.extract(cand)).numpy()
@@ -481,11 +506,25 @@ def test_safeguard_takes_half_from_each_predicted_class():
 
 def test_stratified_cold_start_and_no_positive_error():
     pool, _ = make_pool(n_images=4, per_image=30, seed=2)
-    res = egl.select_images(LeNet(), pool, FIT, mu=2, rounds=0, seed=0, augment=False, initial_batches=1,
-                            batch_size=16, initial="stratified")
+    res = egl.select_images(
+        LeNet(),
+        pool,
+        FIT,
+        mu=2,
+        rounds=0,
+        seed=0,
+        augment=False,
+        initial_batches=1,
+        batch_size=16,
+        initial="stratified",
+    )
     assert pool.labels[res.selected[0]].sum() == 8
-    neg = PatchPool(pool.images_list if hasattr(pool, "images_list") else [np.zeros((96, 96, 3), np.uint8)] * 4,
-                    np.stack([np.repeat(np.arange(4), 5), np.full(20, 48), np.full(20, 48)], 1), np.zeros(20), 48)
+    neg = PatchPool(
+        pool.images_list if hasattr(pool, "images_list") else [np.zeros((96, 96, 3), np.uint8)] * 4,
+        np.stack([np.repeat(np.arange(4), 5), np.full(20, 48), np.full(20, 48)], 1),
+        np.zeros(20),
+        48,
+    )
     with pytest.raises(ValueError, match="initial images .* have no positive patch"):
         egl.select_images(LeNet(), neg, FIT, mu=2, rounds=0, initial="stratified")
 
@@ -511,8 +550,6 @@ def test_fit_until_plateau_rule():
 def test_area_under_curve_trapezoid():
     x, y = [0, 10, 30], [0.0, 0.5, 1.0]
     assert egl.area_under_curve(x, y) == pytest.approx((0.25 * 10 + 0.75 * 20) / 30)
-    from scipy.integrate import trapezoid
-
     assert egl.area_under_curve(x, y) == pytest.approx(trapezoid(y, x) / 30)
 
 
@@ -521,10 +558,13 @@ def test_fit_until_plateau_min_epochs():
     seq = [0.70, 0.71, 0.72, 0.50, 0.40, 0.45, 0.46, 0.47]
     model = nn.Linear(2, 2)
     fit = lambda m, b, epochs: None  # noqa: E731
-    early = egl.fit_until_plateau(model, fit, lambda e, r: [], lambda m, it=iter(seq): next(it), max_epochs=8, patience=2)
+    early = egl.fit_until_plateau(
+        model, fit, lambda e, r: [], functools.partial(next, iter(seq)), max_epochs=8, patience=2
+    )
     assert early["epochs"] == 3 and early["best_epoch"] == 1
-    late = egl.fit_until_plateau(model, fit, lambda e, r: [], lambda m, it=iter(seq): next(it), max_epochs=8, patience=2,
-                                 min_epochs=4)
+    late = egl.fit_until_plateau(
+        model, fit, lambda e, r: [], functools.partial(next, iter(seq)), max_epochs=8, patience=2, min_epochs=4
+    )
     # no stop before epoch 4; best 0.40 at epoch 5, stop after two epochs without improvement
     assert late["epochs"] == 7 and late["best_epoch"] == 5
     with pytest.raises(ValueError, match="min_epochs"):
@@ -534,8 +574,20 @@ def test_fit_until_plateau_min_epochs():
 def test_select_images_initial_steps():
     pool, _ = make_pool(n_images=4, per_image=20, seed=3)
     torch.manual_seed(0)
-    res = egl.select_images(LeNet(), pool, FIT, mu=2, rounds=1, k=4, stride=48, seed=0, augment=False,
-                            initial_batches=1, batch_size=16, initial_steps=7)
+    res = egl.select_images(
+        LeNet(),
+        pool,
+        FIT,
+        mu=2,
+        rounds=1,
+        k=4,
+        stride=48,
+        seed=0,
+        augment=False,
+        initial_batches=1,
+        batch_size=16,
+        initial_steps=7,
+    )
     # the initial model trains 7 steps on L0 (16 patches, cycled in batches of 16); L0 is unchanged
     assert res.initial_iterations == 7 and len(res.selected[0]) == 16
     assert res.records[0]["n_patches"] == 16
@@ -546,42 +598,42 @@ def test_select_images_initial_steps():
 
 
 def test_evaluate_matches_separate_passes():
-    from fundus_nb import egl_report, metrics, models
-
     pool, _ = make_pool(n_images=2, per_image=40, seed=4)
     model = trained_lenet()
     x = to_tensor(pool.extract(np.arange(len(pool))))
     y = pool.labels.astype(int)
-    grid = egl.GridSet(pool.extract(np.arange(len(pool))), y, np.zeros(len(y), np.uint8), np.ones(len(y)), len(y),
-                       float(y.mean()))
+    grid = egl.GridSet(
+        pool.extract(np.arange(len(pool))), y, np.zeros(len(y), np.uint8), np.ones(len(y)), len(y), float(y.mean())
+    )
     got = egl_report.evaluate(model, x, y, grid)
     p = models.predict_proba(model, x)
     want = metrics.patch_metrics(y, (p >= 0.5).astype(int))
     for k, v in want.items():
         assert got[k] == pytest.approx(v)
-    from sklearn.metrics import average_precision_score
-
     assert got["ap"] == pytest.approx(average_precision_score(y, p), rel=1e-5)
     assert got["collapsed"] == egl.degeneracy(model, x)["collapsed"]
 
 
 def _fake_report(ci_patches, ci_aulc):
     ratio = lambda lo, hi: {"mean": (lo + hi) / 2, "ci_low": lo, "ci_high": hi, "per_seed": [lo, hi]}  # noqa: E731
-    eff = {"target_ap": 0.3, "censored": {"egl": 0, "random": 1},
-           "ratio": {"n_patches": ratio(*ci_patches), "aulc": ratio(*ci_aulc)}}
+    eff = {
+        "target_ap": 0.3,
+        "censored": {"egl": 0, "random": 1},
+        "ratio": {"n_patches": ratio(*ci_patches), "aulc": ratio(*ci_aulc)},
+    }
     coll = {"egl": {"runs": 0, "of": 5}, "random": {"runs": 1, "of": 5}}
     fp = {"egl": {"plain": 0.01, "drusen": 0.2}, "random": {"plain": 0.02, "drusen": 0.1}}
-    picks = {n: {"exudate_share": s, "largest_cluster_share": 0.5, "negatives_by_kind": {"plain": 0.9, "drusen": 0.1}}
-             for n, s in (("egl", 0.6), ("random", 0.4))}
+    picks = {
+        n: {"exudate_share": s, "largest_cluster_share": 0.5, "negatives_by_kind": {"plain": 0.9, "drusen": 0.1}}
+        for n, s in (("egl", 0.6), ("random", 0.4))
+    }
     finals = {"egl": [{"ap": 0.3}, {"ap": 0.5}], "random": [{"ap": 0.2}]}
-    grid = egl.GridSet(np.zeros((1, 48, 48, 3), np.uint8), np.zeros(1, int), np.zeros(1, np.uint8), np.ones(1), 100, 0.01)
-    return egl_report_discussion(eff, coll, {}, {"f_measure": 0.99, "ap": 0.35}, grid, fp, {"epochs": 12}, picks, finals)
-
-
-def egl_report_discussion(*a):
-    from fundus_nb import egl_report
-
-    return egl_report.discussion(*a)
+    grid = egl.GridSet(
+        np.zeros((1, 48, 48, 3), np.uint8), np.zeros(1, int), np.zeros(1, np.uint8), np.ones(1), 100, 0.01
+    )
+    return egl_report.discussion(
+        eff, coll, {}, {"f_measure": 0.99, "ap": 0.35}, grid, fp, {"epochs": 12}, picks, finals
+    )
 
 
 def test_discussion_says_plainly_whether_egl_beat_random():

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,22 +33,8 @@ from torch import nn
 from fundus_nb.egl import expected_gradient_length
 from fundus_nb.models import LeNet
 
-
-def naive(model, x, params):
-    ps = [p for m in model.modules() if isinstance(m, nn.Linear) for p in m.parameters(recurse=False)] \
-        if params == "fc" else list(model.parameters())
-    out = []
-    for i in range(len(x)):
-        xi = x[i : i + 1]
-        with torch.no_grad():
-            prob = torch.softmax(model(xi), 1)[0]
-        phi = 0.0
-        for j in range(2):
-            loss = nn.functional.cross_entropy(model(xi), torch.tensor([j]))
-            g = torch.autograd.grad(loss, ps)
-            phi += float(prob[j]) * float(torch.sqrt(sum((t ** 2).sum() for t in g)))
-        out.append(phi)
-    return np.array(out)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared references
+from _reference import naive_egl as naive  # noqa: E402
 
 
 def forward(model, x):
