@@ -5,16 +5,22 @@ This module sits below every other module of the package and imports none of the
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import random
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+_T = TypeVar("_T")
 
 
 def project_root() -> Path:
@@ -92,18 +98,55 @@ def _finite(obj: Any) -> Any:
 
 def atomic_save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> Path:
     """``np.savez_compressed`` written atomically."""
-    import io
-
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def hashed_cache_path(stem: str, key: Any, folder: str = "") -> Path:
+    """Cache file ``cache_dir()/folder/<stem>-<digest>.npz`` for a computation described by ``key``.
+
+    ``digest`` is the first 16 hex digits of the SHA-256 of ``key`` written as JSON with sorted
+    keys, so any change of ``key`` (options, a version number, file sizes and times) names another
+    file. ``key`` must be JSON-serialisable.
+    """
+    text = json.dumps(key, sort_keys=True, default=_json_default)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return cache_dir() / folder / f"{stem}-{digest}.npz"
+
+
+def read_npz_cache(path: str | os.PathLike, read: Callable[[Any], _T]) -> _T | None:
+    """``read(z)`` on the open npz file at ``path``; None when the file is missing or cannot be read.
+
+    A damaged or foreign cache file (any error while opening or reading it) is never trusted: the
+    caller then recomputes the value and writes the cache again.
+    """
+    if not Path(path).is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return read(z)
+    except Exception:  # damaged, truncated or of another layout: recompute
+        return None
+
+
+def write_npz_cache(path: str | os.PathLike, what: str, **arrays: np.ndarray) -> bool:
+    """Write ``arrays`` to the cache file ``path`` atomically; False (with a warning) when it cannot.
+
+    A read-only checkout still gets its data, only slower next time. ``what`` names the cache in
+    the warning ("synthetic-data cache").
+    """
+    try:
+        atomic_save_npz(path, **arrays)
+    except OSError as err:
+        warnings.warn(f"could not write the {what} {str(path)!r} ({err}); continuing without it", stacklevel=3)
+        return False
+    return True
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` written atomically (checkpoints survive an interruption mid-write)."""
-    import io
-
-    import torch
+    import torch  # on use only: data and preprocess import _io and must not pay for loading torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -154,7 +197,7 @@ def largest_remainder(n: int, fractions) -> np.ndarray:
 
 def seed_everything(seed: int) -> np.random.Generator:
     """Seed Python's ``random``, numpy's global state and torch; return a fresh numpy Generator."""
-    import torch
+    import torch  # on use only: data and preprocess import _io and must not pay for loading torch
 
     seed = int(seed)
     random.seed(seed)
@@ -165,6 +208,6 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 def default_device():
     """CUDA when present, else CPU."""
-    import torch
+    import torch  # on use only: data and preprocess import _io and must not pay for loading torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -6,13 +6,17 @@ from pathlib import Path
 
 import pytest
 
-#: Real annotated samples for tests, beside the checkout (absent in a user's clone).
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Real annotated samples for tests, beside the checkout (absent in a user's clone); see
+#: ``../shared/data/README.md``.
+IDRID_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "idrid"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``../shared/data`` relative to the repository root, or skip when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"real sample data not present at {SHARED_DATA} (only in the project workspace, never in a clone)")
-    return SHARED_DATA
+def idrid_root() -> Path:
+    """The 20 shared IDRiD samples (``../shared/data/idrid``, the official layout), or skip when absent.
+
+    The one way a test finds real data: pass it as ``root`` to ``data.load("idrid", ...)``.
+    """
+    if not (IDRID_SAMPLES / "A. Segmentation").is_dir():
+        pytest.skip(f"IDRiD samples not present at {IDRID_SAMPLES} (only in the project workspace, never in a clone)")
+    return IDRID_SAMPLES

@@ -46,7 +46,7 @@ def test_synthetic_is_deterministic_per_seed():
 def test_dataset_is_deterministic(small_set):
     again = data.load("synthetic", n_patients=5, size=96, cache=False)
     assert [r.id for r in again] == [r.id for r in small_set]
-    assert all(np.array_equal(x.image, y.image) for x, y in zip(again, small_set))
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(again, small_set, strict=True))
     other = data.load("synthetic", n_patients=5, size=96, seed=1, cache=False)
     assert not np.array_equal(other[0].image, small_set[0].image)
 
@@ -75,7 +75,7 @@ def test_centres_are_component_centroids(big):
         labels = sk_label(rec.hemorrhage_mask, connectivity=2)
         inside = [labels[int(round(r)), int(round(c))] > 0 for r, c in got]
         assert np.mean(inside) >= 0.8  # centroids of convex-ish blobs fall on the lesion
-        for (r, c), p in zip(ref, props):  # and always inside the component's bounding box
+        for (r, c), p in zip(ref, props, strict=True):  # and always inside the component's bounding box
             r0, c0, r1, c1 = p.bbox
             assert r0 <= r <= r1 and c0 <= c <= c1
 
@@ -194,7 +194,7 @@ def test_dataset_composition(small_set):
     assert kinds.count((False, False)) == 4
     assert kinds.count((True, False)) == 2 and kinds.count((False, True)) == 2 and kinds.count((True, True)) == 2
     assert sum(r.quality == "poor" for r in recs) == 2  # round(0.15 * 10)
-    for r, (e, h) in zip(recs, kinds):
+    for r, (e, h) in zip(recs, kinds, strict=True):
         assert (r.grade == 0) == (not e and not h) and 0 <= r.grade <= 3
         assert r.exudate_mask is not None and r.hemorrhage_mask is not None and r.fov.any()
 
@@ -207,7 +207,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
     assert data.synthetic_cache_path(n_patients=1, size=80, seed=1) != path
     assert data.synthetic_cache_path(n_patients=1, size=80, lesion_contrast=0.5) != path
     second = data.load("synthetic", n_patients=1, size=80)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert a.id == b.id and a.patient_id == b.patient_id and a.grade == b.grade and a.quality == b.quality
         for name in ("image", "exudate_mask", "hemorrhage_mask", "fov", "hemorrhage_centers", "confounder_map"):
             x, y = getattr(a, name), getattr(b, name)
@@ -218,26 +218,32 @@ def test_cache_round_trip(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "options, text",
+    "options, error, text",
     [
-        ({"n_patients": 0}, "n_patients"),
-        ({"size": 32}, "size"),
-        ({"seed": -1}, "seed"),
-        ({"lesion_contrast": 0}, "lesion_contrast"),
-        ({"confounder_density": -1.0}, "confounder_density"),
-        ({"poor_fraction": 2.0}, "poor_fraction"),
-        ({"cache": "yes"}, "cache"),
-        ({"n_patient": 3}, "accepted options"),
+        ({"n_patients": 0}, ValueError, "n_patients"),
+        ({"size": 32}, ValueError, "size"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"lesion_contrast": 0}, ValueError, "lesion_contrast"),
+        ({"confounder_density": -1.0}, ValueError, "confounder_density"),
+        ({"poor_fraction": 2.0}, ValueError, "poor_fraction"),
+        ({"n_patients": 2.0}, TypeError, "n_patients must be an integer"),
+        ({"size": "512"}, TypeError, "size must be an integer"),
+        ({"seed": True}, TypeError, "seed must be an integer"),
+        ({"lesion_size": "big"}, TypeError, "lesion_size must be a number"),
+        ({"cache": "yes"}, TypeError, "cache must be True or False"),
+        ({"n_patient": 3}, ValueError, "accepted options"),
     ],
 )
-def test_synthetic_bad_options(options, text):
-    with pytest.raises(ValueError, match=text):
+def test_synthetic_bad_options(options, error, text):
+    with pytest.raises(error, match=text):
         data.load("synthetic", **options)
 
 
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(ValueError, match="choose one of: synthetic, skimage-retina, idrid"):
         data.load("idrd")
+    with pytest.raises(TypeError, match="dataset name must be a string"):
+        data.load(None)
 
 
 def test_skimage_retina():
@@ -384,6 +390,27 @@ def test_idrid_fixture_tree(tmp_path):
     assert len(data.load("idrid", root, subset="train")) == 2
     with pytest.raises(ValueError, match="subset"):
         data.load("idrid", root, subset="val")
+    with pytest.raises(TypeError, match="verify must be True or False"):
+        data.load("idrid", root, verify="no")
+
+
+def test_unread_names_the_deferred_fields_and_reads_nothing(tmp_path):
+    root = _idrid_tree(tmp_path / "IDRiD")
+    recs = {r.id: r for r in data.load("idrid", root)}
+    r1, r55 = recs["IDRiD_01"], recs["IDRiD_55"]
+    all_four = {"image", "exudate_mask", "hemorrhage_mask", "hemorrhage_centers"}
+    assert r1.unread() == all_four and r1.unread() == all_four  # asking twice reads nothing
+    assert r1.image_ is None
+    assert r55.unread() == {"image", "exudate_mask"}  # no haemorrhage folder: absent, not unread
+    _ = r1.hemorrhage_centers  # reads the haemorrhage mask it is computed from
+    assert r1.unread() == {"image", "exudate_mask"}
+    _ = r1.image
+    assert r1.unread() == {"exudate_mask"}
+    r1.exudate_mask = np.zeros((30, 40), bool)  # assigned: no longer deferred
+    assert r1.unread() == set()
+    assert r1.load_all().unread() == set() and r55.load_all().unread() == set()
+    rec = data.synthetic_fundus(0, 0, size=64)
+    assert rec.unread() == set()
 
 
 def test_idrid_mask_size_mismatch(tmp_path):
@@ -394,7 +421,7 @@ def test_idrid_mask_size_mismatch(tmp_path):
         data.load("idrid", root)
     lazy = [r for r in data.load("idrid", root, verify=False) if r.id == "IDRiD_01"][0]
     with pytest.raises(ValueError, match="must have its image's size"):
-        lazy.hemorrhage_mask
+        _ = lazy.hemorrhage_mask
 
 
 def test_idrid_layout_errors(tmp_path):
@@ -440,7 +467,8 @@ def test_diaretdb1_fixture_tree(tmp_path):
     _save_png(res / "images" / "ddb1_groundtruth" / "hemorrhages" / "image001.png", grey, 1)
     _save_png(res / "images" / "ddb1_groundtruth" / "hardexudates" / "image002.png", grey, 1)
     (res / "traindatasets").mkdir()
-    (res / "traindatasets" / "trainset.txt").write_text("images/ddb1_fundusimages/image001.png\nimages/ddb1_fundusimages/image003.png\n")
+    listed = "images/ddb1_fundusimages/image001.png\nimages/ddb1_fundusimages/image003.png\n"
+    (res / "traindatasets" / "trainset.txt").write_text(listed)
     recs = {r.id: r for r in data.load("diaretdb1", tmp_path / "ddb1_v1.1")}
     assert sorted(recs) == ["image001", "image002", "image003"]
     expect = np.zeros((30, 40), bool)
@@ -455,6 +483,8 @@ def test_diaretdb1_fixture_tree(tmp_path):
         data.load("diaretdb1", res, subset="test")
     with pytest.raises(ValueError, match="threshold"):
         data.load("diaretdb1", res, threshold=75)
+    with pytest.raises(TypeError, match="threshold must be a number"):
+        data.load("diaretdb1", res, threshold="0.75")
 
 
 def test_kaggle_fixture_tree(tmp_path):
@@ -466,7 +496,9 @@ def test_kaggle_fixture_tree(tmp_path):
     with pytest.raises(FileNotFoundError, match="15_left.*missing='skip'"):
         data.load("kaggle", tmp_path)
     recs = data.load("kaggle", tmp_path, missing="skip")
-    assert [(r.id, r.patient_id, r.grade) for r in recs] == [("10_left", "10", 0), ("10_right", "10", 2), ("13_left", "13", 4)]
+    assert [(r.id, r.patient_id, r.grade) for r in recs] == [
+        ("10_left", "10", 0), ("10_right", "10", 2), ("13_left", "13", 4)
+    ]
     assert recs[1].image.shape == (30, 40, 3) and recs[1].exudate_mask is None and recs[1].hemorrhage_mask is None
     (tmp_path / "trainLabels.csv").write_text("name,grade\n10_left,0\n")
     with pytest.raises(ValueError, match="lacks column.*'image'"):
@@ -507,7 +539,8 @@ def test_folder_fixture_tree(tmp_path):
     (tmp_path / "hemorrhage_centers.csv").write_text("image,row,col\nb.JPG,3,4\nb,10.5,7\n")
     (tmp_path / "labels.csv").write_text("image,patient_id,grade,quality\na,p1,2,good\nb.JPG,p1,0,poor\n")
     recs = {r.id: r for r in data.load("folder", tmp_path)}
-    assert np.array_equal(recs["b"].hemorrhage_centers, [[3, 4], [10.5, 7]]) and recs["a"].hemorrhage_centers.shape == (0, 2)
+    assert np.array_equal(recs["b"].hemorrhage_centers, [[3, 4], [10.5, 7]])
+    assert recs["a"].hemorrhage_centers.shape == (0, 2)
     assert (recs["a"].patient_id, recs["a"].grade, recs["b"].grade, recs["b"].quality) == ("p1", 2, 0, "poor")
     (tmp_path / "hemorrhage_centers.csv").write_text("image,row,col\nzz,3,4\n")
     with pytest.raises(ValueError, match="row 2 names image 'zz'"):
@@ -535,8 +568,8 @@ def test_raw_data_is_never_written(tmp_path):
 
 # ------------------------------------------------------------------ real IDRiD samples
 
-def test_idrid_real_samples(shared_data):
-    recs = data.load("idrid", shared_data / "idrid")
+def test_idrid_real_samples(idrid_root):
+    recs = data.load("idrid", idrid_root)
     assert len(recs) == 20
     assert sum("exudate" in r.mask_paths for r in recs) == 20
     assert sum("hemorrhage" in r.mask_paths for r in recs) == 19

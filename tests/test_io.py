@@ -1,5 +1,6 @@
 """Atomic writes and strict JSON."""
 
+import hashlib
 import itertools
 import json
 import math
@@ -69,3 +70,33 @@ def test_largest_remainder_errors():
     for bad in [(0.5, 0.4), (), (1.2, -0.2), (np.nan, 1.0), [[0.5, 0.5]]]:
         with pytest.raises(ValueError, match="fractions must be"):
             _io.largest_remainder(3, bad)
+
+
+def test_hashed_cache_path_is_keyed_by_a_sha256_of_the_sorted_json_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUNDUS_NB_HOME", str(tmp_path))
+    key = {"b": [1, 2.5], "a": "x"}
+    path = _io.hashed_cache_path("thing-v1", key, folder="sub")
+    digest = hashlib.sha256(json.dumps({"a": "x", "b": [1, 2.5]}, sort_keys=True).encode()).hexdigest()[:16]
+    assert path == tmp_path / "data" / "cache" / "sub" / f"thing-v1-{digest}.npz"
+    assert _io.hashed_cache_path("thing-v1", {"a": "x", "b": [1, 2.5]}, folder="sub") == path  # key order
+    assert _io.hashed_cache_path("thing-v1", {"a": "x", "b": [1, 2.6]}, folder="sub") != path
+    assert _io.hashed_cache_path("thing-v1", key).parent == tmp_path / "data" / "cache"
+
+
+def test_npz_cache_round_trip_and_damaged_files(tmp_path):
+    path = tmp_path / "c" / "x.npz"
+    assert _io.read_npz_cache(path, lambda z: z["a"]) is None  # missing
+    assert _io.write_npz_cache(path, "test cache", a=np.arange(5), b=np.eye(2, dtype=bool))
+    got = _io.read_npz_cache(path, lambda z: (z["a"], z["b"]))
+    np.testing.assert_array_equal(got[0], np.arange(5))
+    np.testing.assert_array_equal(got[1], np.eye(2, dtype=bool))
+    assert _io.read_npz_cache(path, lambda z: z["missing"]) is None  # another layout: recompute
+    path.write_bytes(b"garbage")
+    assert _io.read_npz_cache(path, lambda z: z["a"]) is None  # damaged: never trusted
+
+
+def test_write_npz_cache_warns_and_returns_false_when_it_cannot_write(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.warns(UserWarning, match="could not write the test cache"):
+        assert _io.write_npz_cache(blocker / "x.npz", "test cache", a=np.zeros(2)) is False

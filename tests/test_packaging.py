@@ -48,19 +48,24 @@ def test_module_order_has_no_backward_imports():
     # egl and ses are siblings, as are plots and widgets: neither may import the other.
     siblings = {frozenset({"egl", "ses"}), frozenset({"plots", "widgets"})}
     pkg = ROOT / "fundus_nb"
-    for path in sorted(pkg.glob("*.py")):
-        mod = path.stem
-        if mod == "__init__":
+    for path in sorted(pkg.rglob("*.py")):
+        rel = path.relative_to(pkg)
+        if rel.parts == ("__init__.py",):
             continue
-        assert mod in rank, f"{path.name} is not placed in the module order; add it to DESIGN/CONTRACTS"
+        mod = rel.parts[0] if len(rel.parts) > 1 else path.stem  # any fundus_nb/<sub>/ module ranks as <sub>
+        assert mod in rank, f"{rel} is not placed in the module order; add it to DESIGN/CONTRACTS"
         text = path.read_text()
-        pattern = r"from \.(\w+) import|from fundus_nb\.(\w+) import|import fundus_nb\.(\w+)"
+        # relative imports reach the package's modules with one dot per folder level (`.x` at the top,
+        # `..x` inside fundus_nb/<sub>/); fewer dots stay inside the same subpackage, hence the same rank
+        dots = r"\." * len(rel.parts)
+        pattern = rf"from {dots}(\w+)[\w.]* import|from fundus_nb\.(\w+)[\w.]* import|import fundus_nb\.(\w+)"
         names = {n for group in re.findall(pattern, text) for n in group if n}
-        for group in re.findall(r"from (?:\.|fundus_nb) import \(?([\w, \n]+)\)?", text):
-            names |= {n.strip() for n in group.split(",") if n.strip()}
+        # `from .. import a, b` on one line, or a parenthesised list over several lines
+        for groups in re.findall(rf"from (?:{dots}|fundus_nb) import (?:\(([\w,\s]+)\)|([\w, ]+))", text):
+            names |= {n.strip() for group in groups for n in group.split(",") if n.strip()}
         for other in names:
             if other not in rank or other == mod:
                 continue
             assert rank[other] < rank[mod] and frozenset({mod, other}) not in siblings, (
-                f"fundus_nb/{path.name} imports {other}, which comes after it in the module order"
+                f"fundus_nb/{rel} imports {other}, which comes after it in the module order"
             )

@@ -1,4 +1,4 @@
-"""Tests of fundus_nb.preprocess (FOV, crop, standardize, contrast) and fundus_nb.plots.
+"""Tests of fundus_nb.preprocess (FOV, crop, standardize, contrast).
 
 References are independent of the code under test: exact analytic discs, a smoothed-red-channel
 threshold on the real photographs, brute-force loops, and scipy's gaussian_filter.
@@ -6,17 +6,17 @@ threshold on the real photographs, brute-force loops, and scipy's gaussian_filte
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
+from skimage import data as skdata
+from skimage import io as skio
+from skimage.measure import CircleModel, ransac
 
-from fundus_nb import data, plots, preprocess as pp
-
-IDRID = Path("/work/shared/data/idrid/A. Segmentation/1. Original Images/a. Training Set")
+from fundus_nb import data
+from fundus_nb import preprocess as pp
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -89,22 +89,13 @@ def test_fov_mask_on_large_image_is_downsampled_and_accurate():
 
 
 def test_fov_mask_on_dataset_synthetic_records():
-    if not hasattr(data, "load"):
-        pytest.skip("fundus_nb.data.load is not available yet")
-    try:
-        records = data.load("synthetic")
-    except Exception as exc:  # pragma: no cover - depends on the data module's state
-        pytest.skip(f"data.load('synthetic') not usable yet: {exc}")
-    records = [r for r in records if r.fov is not None][:4]
-    if not records:
-        pytest.skip("synthetic records carry no fov")
+    records = data.load("synthetic", n_patients=2, size=256)
+    assert all(r.fov is not None for r in records)
     for rec in records:
         assert iou(pp.fov_mask(rec.image), rec.fov) >= 0.98, rec.id
 
 
 def test_fov_mask_on_skimage_retina():
-    from skimage import data as skdata
-
     image = skdata.retina()
     mask, circle = pp.fov_mask(image, return_circle=True)
     ref = reference_fov(image, 80)  # about half the rim's red level (checked by eye on an overlay)
@@ -114,12 +105,9 @@ def test_fov_mask_on_skimage_retina():
     assert abs(cy - 705) < 15 and abs(cx - 705) < 15 and 680 < r < 715
 
 
-@pytest.mark.skipif(not IDRID.is_dir(), reason="IDRiD samples not present in /work/shared/data")
 @pytest.mark.parametrize("name", ["IDRiD_01.jpg", "IDRiD_04.jpg", "IDRiD_10.jpg"])
-def test_fov_mask_on_real_idrid(name):
-    from skimage import io
-
-    image = io.imread(IDRID / name)
+def test_fov_mask_on_real_idrid(idrid_root, name):
+    image = skio.imread(idrid_root / "A. Segmentation/1. Original Images/a. Training Set" / name)
     mask = pp.fov_mask(image)
     ref = reference_fov(image, 45)  # about half the darkest rim's red level (checked by eye)
     assert ref[0].any() and ref[-1].any()  # the reference sees the circle clipped top and bottom
@@ -161,19 +149,19 @@ def test_fov_mask_float_input_matches_uint8():
 
 
 @pytest.mark.parametrize(
-    "image, match",
+    "image, error, match",
     [
-        (np.zeros((200, 200, 3), np.uint8), "No field of view"),
-        (np.full((200, 200, 3), 200, np.uint8), "No field of view"),
-        (np.zeros((200, 200), np.uint8), "grayscale"),
-        (np.zeros((200, 200, 4), np.uint8), "RGBA"),
-        (np.zeros((200, 200, 3), np.int16), "dtype"),
-        (np.full((200, 200, 3), 2.0), r"outside \[0, 1\]"),
-        (np.zeros((8, 8, 3), np.uint8), "16x16"),
+        (np.zeros((200, 200, 3), np.uint8), ValueError, "No field of view"),
+        (np.full((200, 200, 3), 200, np.uint8), ValueError, "No field of view"),
+        (np.zeros((200, 200), np.uint8), ValueError, "grayscale"),
+        (np.zeros((200, 200, 4), np.uint8), ValueError, "RGBA"),
+        (np.zeros((200, 200, 3), np.int16), TypeError, "dtype"),
+        (np.full((200, 200, 3), 2.0), ValueError, r"outside \[0, 1\]"),
+        (np.zeros((8, 8, 3), np.uint8), ValueError, "16x16"),
     ],
 )
-def test_fov_mask_bad_input(image, match):
-    with pytest.raises(ValueError, match=match):
+def test_fov_mask_bad_input(image, error, match):
+    with pytest.raises(error, match=match):
         pp.fov_mask(image)
 
 
@@ -182,6 +170,57 @@ def test_fov_mask_tiny_bright_spot_is_not_a_fov():
     image[10:20, 10:20] = 200
     with pytest.raises(ValueError, match="No field of view"):
         pp.fov_mask(image)
+
+
+# ------------------------------------------------------------------ library calls inside the FOV search
+def test_block_mean_matches_a_brute_force_loop_and_drops_partial_blocks():
+    rng = np.random.default_rng(4)
+    channel = rng.integers(0, 256, (23, 31)).astype(np.uint8)
+    for factor in (1, 2, 3, 5):
+        got = pp._block_mean(channel, factor)
+        want = np.array([[channel[i * factor:(i + 1) * factor, j * factor:(j + 1) * factor].mean()
+                          for j in range(31 // factor)] for i in range(23 // factor)])
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def _kasa_fit(rows, cols):
+    """Independent reference: the algebraic (Kasa) least-squares circle, x^2 + y^2 = 2 a x + 2 b y + c."""
+    a = np.column_stack([2 * rows, 2 * cols, np.ones_like(rows)])
+    (cy, cx, c), *_ = np.linalg.lstsq(a, rows**2 + cols**2, rcond=None)
+    return cy, cx, math.sqrt(c + cy * cy + cx * cx)
+
+
+def test_fit_circle_without_outliers_is_the_kasa_least_squares_circle():
+    rng = np.random.default_rng(5)
+    theta = rng.uniform(0.3, 5.8, 400)  # an arc, not the whole circle
+    rows = 1400.3 + 1371.6 * np.sin(theta) + rng.normal(0, 0.3, 400)
+    cols = 2150.8 + 1371.6 * np.cos(theta) + rng.normal(0, 0.3, 400)
+    np.testing.assert_allclose(pp._fit_circle(rows, cols, n_iter=1), _kasa_fit(rows, cols), rtol=0, atol=1e-6)
+
+
+def test_fit_circle_agrees_with_a_seeded_ransac_on_a_notched_clipped_fov():
+    # the robust trimming is kept instead of skimage.measure.ransac (no threshold, no seed): same circle
+    h, w, cy, cx, r = 300, 420, 151.0, 205.0, 170.0
+    mask = disc_truth((h, w), cy, cx, r)
+    mask[20:60, 300:380] = True  # a tab outside the circle
+    mask &= ~disc_truth((h, w), cy - 160.0, cx + 20.0, 25.0)  # a notch cut into the rim
+    pr, pc = pp._boundary_points(mask)
+    ours = pp._fit_circle(pr, pc)
+    model, inliers = ransac(np.column_stack([pr, pc]), CircleModel, min_samples=3, residual_threshold=1.0,
+                            max_trials=200, rng=0)
+    assert 0.7 < inliers.mean() < 0.95  # the tab and the notch are outliers
+    np.testing.assert_allclose(ours, (*model.center, model.radius), atol=0.01)
+    np.testing.assert_allclose(ours, (cy, cx, r - 0.5), atol=0.5)  # boundary pixel centres: half a pixel inside
+
+
+def test_disc_is_the_brute_force_disc_with_its_boundary():
+    rng = np.random.default_rng(6)
+    for _ in range(20):
+        shape = (int(rng.integers(5, 60)), int(rng.integers(5, 60)))
+        cy, cx, r = rng.uniform(-5, 60), rng.uniform(-5, 60), rng.uniform(0.5, 40)
+        np.testing.assert_array_equal(pp._disc(shape, cy, cx, r), disc_truth(shape, cy, cx, r))
+    assert pp._disc((11, 11), 5, 5, 3)[5, 8]  # a pixel centre exactly on the circle is inside
 
 
 # ----------------------------------------------------------------------------- crop
@@ -252,6 +291,8 @@ def test_standardize_shapes_dtypes_and_fov():
     assert out[~fov].mean() < 20 and out[fov].mean() > 60
     with pytest.raises(ValueError, match="size"):
         pp.standardize(image, size=0)
+    with pytest.raises(TypeError, match="size must be an integer"):
+        pp.standardize(image, size=64.0)
 
 
 def _record(image, **kw):
@@ -335,31 +376,8 @@ def test_contrast_enhance_fov_and_errors():
         pp.contrast_enhance(image, sigma=0)
     with pytest.raises(ValueError, match="grayscale"):
         pp.contrast_enhance(image[..., 0])
-
-
-# ----------------------------------------------------------------------------- plots
-def test_plots_helpers():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    img = np.zeros((10, 12, 3), np.uint8)
-    mask = np.zeros((10, 12), bool)
-    mask[2:4, 3:5] = True
-    ov = plots.overlay_mask(img, mask, color=(1.0, 0.0, 0.0), alpha=0.5)
-    np.testing.assert_allclose(ov[mask], [[0.5, 0.0, 0.0]] * 4)
-    assert not ov[~mask].any()
-    fig = plots.show_images([img, mask, ov], ["a", "b", "c"], ncols=2)
-    assert len(fig.axes) == 4 and fig.axes[0].get_title() == "a"
-    ax = plots.show_overlay(img, {"m": mask}, points=np.array([[3.0, 4.0]]), title="t")
-    plots.draw_circle(ax, (5, 6, 4))
-    assert len(ax.patches) == 1 and len(ax.collections) == 1
-    with pytest.raises(ValueError, match="titles"):
-        plots.show_images([img], ["a", "b"])
-    with pytest.raises(ValueError, match="differs"):
-        plots.overlay_mask(img, mask[:-1])
-    plt.close("all")
+    with pytest.raises(TypeError, match="sigma must be a number"):
+        pp.contrast_enhance(image, sigma="3")
 
 
 # --------------------------------------------------------------------------- the scale rule

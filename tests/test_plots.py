@@ -1,0 +1,31 @@
+"""Tests of fundus_nb.plots."""
+
+from __future__ import annotations
+
+import matplotlib
+import numpy as np
+import pytest
+
+from fundus_nb import plots
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+
+
+def test_plots_helpers():
+    img = np.zeros((10, 12, 3), np.uint8)
+    mask = np.zeros((10, 12), bool)
+    mask[2:4, 3:5] = True
+    ov = plots.overlay_mask(img, mask, color=(1.0, 0.0, 0.0), alpha=0.5)
+    np.testing.assert_allclose(ov[mask], [[0.5, 0.0, 0.0]] * 4)
+    assert not ov[~mask].any()
+    fig = plots.show_images([img, mask, ov], ["a", "b", "c"], ncols=2)
+    assert len(fig.axes) == 4 and fig.axes[0].get_title() == "a"
+    ax = plots.show_overlay(img, {"m": mask}, points=np.array([[3.0, 4.0]]), title="t")
+    plots.draw_circle(ax, (5, 6, 4))
+    assert len(ax.patches) == 1 and len(ax.collections) == 1
+    with pytest.raises(ValueError, match="titles"):
+        plots.show_images([img], ["a", "b"])
+    with pytest.raises(ValueError, match="differs"):
+        plots.overlay_mask(img, mask[:-1])
+    plt.close("all")
