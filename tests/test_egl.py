@@ -169,6 +169,15 @@ def make_pool(n_images=6, per_image=40, seed=0):
     return PatchPool(images, np.concatenate(pos), np.concatenate(lab), 48, "d4"), images
 
 
+def run_images(pool, model=None, **kw):
+    """``egl.select_images`` with the tests' small settings (overridden by ``kw``); a fresh seeded LeNet by default."""
+    if model is None:
+        torch.manual_seed(0)
+        model = LeNet()
+    small = dict(stride=48, seed=0, augment=False, initial_batches=1, batch_size=16)
+    return egl.select_images(model, pool, FIT, **{**small, **kw})
+
+
 def test_select_patches_picks_top_k_of_the_current_model():
     pool, _ = make_pool(n_images=3, per_image=40)
     torch.manual_seed(0)
@@ -179,19 +188,7 @@ def test_select_patches_picks_top_k_of_the_current_model():
         states.append(copy.deepcopy(m.state_dict()))
         return {"n_states": len(states)}
 
-    res = egl.select_patches(
-        model,
-        pool,
-        None,
-        k=16,
-        rounds=2,
-        fit=FIT,
-        eval_fn=eval_fn,
-        seed=1,
-        augment=False,
-        initial_batches=5,
-        batch_size=12,
-    )
+    res = egl.select_patches(model, pool, None, 16, 2, FIT, eval_fn=eval_fn, seed=1, augment=False, batch_size=12)
     l0 = res.selected[0]
     assert len(l0) == 60 and len(np.unique(l0)) == 60
     assert res.initial_iterations == 5
@@ -254,11 +251,7 @@ def test_select_patches_errors():
 
 def test_select_images_order_and_interestingness():
     pool, images = make_pool(n_images=7, per_image=30, seed=3)
-    torch.manual_seed(0)
-    model = LeNet()
-    res = egl.select_images(
-        model, pool, FIT, mu=3, rounds=3, k=10, stride=24, seed=0, augment=False, initial_batches=2, batch_size=16
-    )
+    res = run_images(pool, mu=3, rounds=3, k=10, stride=24, initial_batches=2)
     order = res.image_order
     assert len(order) == 6 and len(set(order)) == 6
     assert res.interestingness.shape == (3, 7)
@@ -280,17 +273,11 @@ def test_select_images_order_and_interestingness():
 
 def test_select_images_interestingness_is_sum_of_phi():
     pool, images = make_pool(n_images=5, per_image=30, seed=4)
-    torch.manual_seed(0)
-    model = LeNet()
     # rounds=1: the recorded interestingness is measured with the initial model, which we rebuild
-    res = egl.select_images(
-        model, pool, FIT, mu=4, rounds=1, k=5, stride=24, seed=0, augment=False, initial_batches=2, batch_size=16
-    )
+    res = run_images(pool, mu=4, rounds=1, k=5, stride=24, initial_batches=2)
     torch.manual_seed(0)
     ref = LeNet()
-    egl.select_images(
-        ref, pool, FIT, mu=4, rounds=0, stride=24, seed=0, augment=False, initial_batches=2, batch_size=16
-    )
+    run_images(pool, ref, mu=4, rounds=0, stride=24, initial_batches=2)
     (last,) = [i for i in range(5) if i not in res.image_order[:4]]
     rows, cols = patchify(images[last].shape[:2], 48, 24)
     phi = naive_egl(ref, to_tensor(extract(images[last], 0, rows, cols, 48)), "fc")
@@ -401,21 +388,7 @@ def test_mean_band_matches_the_hand_written_t_band():
 )
 def test_select_images_baselines_and_remedies(extra):
     pool, _ = make_pool(n_images=5, per_image=20, seed=5)
-    torch.manual_seed(0)
-    res = egl.select_images(
-        LeNet(),
-        pool,
-        FIT,
-        mu=2,
-        rounds=2,
-        k=8,
-        stride=48,
-        seed=1,
-        augment=False,
-        initial_batches=1,
-        batch_size=16,
-        **extra,
-    )
+    res = run_images(pool, mu=2, rounds=2, k=8, seed=1, **extra)
     order = res.image_order
     assert len(set(order)) == 4
     lab = res.labelled
@@ -506,18 +479,7 @@ def test_safeguard_takes_half_from_each_predicted_class():
 
 def test_stratified_cold_start_and_no_positive_error():
     pool, _ = make_pool(n_images=4, per_image=30, seed=2)
-    res = egl.select_images(
-        LeNet(),
-        pool,
-        FIT,
-        mu=2,
-        rounds=0,
-        seed=0,
-        augment=False,
-        initial_batches=1,
-        batch_size=16,
-        initial="stratified",
-    )
+    res = run_images(pool, mu=2, rounds=0, initial="stratified")
     assert pool.labels[res.selected[0]].sum() == 8
     neg = PatchPool(
         pool.images_list if hasattr(pool, "images_list") else [np.zeros((96, 96, 3), np.uint8)] * 4,
@@ -573,21 +535,7 @@ def test_fit_until_plateau_min_epochs():
 
 def test_select_images_initial_steps():
     pool, _ = make_pool(n_images=4, per_image=20, seed=3)
-    torch.manual_seed(0)
-    res = egl.select_images(
-        LeNet(),
-        pool,
-        FIT,
-        mu=2,
-        rounds=1,
-        k=4,
-        stride=48,
-        seed=0,
-        augment=False,
-        initial_batches=1,
-        batch_size=16,
-        initial_steps=7,
-    )
+    res = run_images(pool, mu=2, rounds=1, k=4, initial_steps=7)
     # the initial model trains 7 steps on L0 (16 patches, cycled in batches of 16); L0 is unchanged
     assert res.initial_iterations == 7 and len(res.selected[0]) == 16
     assert res.records[0]["n_patches"] == 16

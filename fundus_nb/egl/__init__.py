@@ -13,17 +13,15 @@ The subpackage, by concern (each module imports only those before it):
 Everything is re-exported here, so ``from fundus_nb import egl`` and ``egl.<name>`` work as before.
 """
 
-from ..models import device_of
 from .badge import degeneracy, degeneracy_from, gradient_embedding, kmeans_pp, penultimate
 from .curves import area_under_curve, curves_on_grid, fit_until_plateau, labels_to_reach, mean_band
 from .grid import GridSet, grid_kinds, grid_set, standardized_confounder_map
 from .phi import PARAMS, as_input, egl_map, expected_gradient_length, predictive_entropy, score
 from .selection import STRATEGIES, SelectionResult, pick, select_images, select_patches
 
-# Old private names that egl_report.py still calls (kept until it uses the public ones).
+# Old private names that egl_report.py still calls (kept until it uses as_input and penultimate).
 _as_input = as_input
 _penultimate = penultimate
-_device_of = device_of
 
 __all__ = [
     "STRATEGIES",

@@ -298,7 +298,9 @@ def select_images(
     stride: int = 48,
     batch_size: int = 32,
     initial_batches: int = 5,
+    initial_steps: int | None = None,
     epochs_per_round: int = 1,
+    steps_per_round: int | None = None,
     params: str = "fc",
     augment: bool = True,
     record_interestingness: bool | None = None,
@@ -306,8 +308,6 @@ def select_images(
     seed: int = 0,
     initial: str = "random",
     safeguard: bool = False,
-    steps_per_round: int | None = None,
-    initial_steps: int | None = None,
     initial_positive: bool = False,
 ) -> SelectionResult:
     """Algorithm 2: EGL active selection of images.
