@@ -12,7 +12,7 @@ help:
 	@echo "make run    - execute the notebook series (default preset) into runs/<run-id>/ (ARGS='--preset quick ...')"
 	@echo "make test   - lint, unit tests, every notebook in the quick preset, nbval reproducibility checks"
 	@echo "make test-fast - lint and everything but the notebook series (a few minutes)"
-	@echo "make lint   - ruff over the package, the tests and the notebooks"
+	@echo "make lint   - ruff and a spell check (codespell) over the package, the tests, the notebooks and the docs"
 	@echo "make lab    - open the notebooks in JupyterLab (LAB_ARGS='--no-browser --port 8899')"
 	@echo "make test-browser - the JupyterLab + headless Chromium test of the labelling widget"
 	@echo "make bench  - speed benchmarks (tests/benchmarks)"
@@ -31,6 +31,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check fundus_nb tests notebooks
+	$(BIN)/codespell fundus_nb notebooks tests docs README.md
 
 test: lint
 	TQDM_DISABLE=1 FUNDUS_NB_CELL_TIMEOUT=900 $(BIN)/python -m pytest $(ARGS)
