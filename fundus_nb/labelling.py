@@ -41,7 +41,7 @@ from torch import nn
 from . import egl
 from ._io import atomic_torch_save, atomic_write_json
 from .metrics import patch_metrics
-from .models import predict_proba
+from .models import device_of, eval_mode, predict_proba
 from .patches import PatchPool, augment_d4, extract, lesion_near, patchify, to_tensor
 from .preprocess import scale_length
 from .train import fit
@@ -71,6 +71,14 @@ class Proposal:
     score: float
 
 
+def _check_count(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(v).__name__}; pass a whole number >= 1")
+    if v < 1:
+        raise ValueError(f"{name} must be >= 1, got {v}; pass a whole number >= 1")
+    return int(v)
+
+
 def _patch_id(image_id: str, row: int, col: int) -> str:
     return f"{image_id}@{int(row)},{int(col)}"
 
@@ -79,14 +87,16 @@ def mask_oracle(records: Sequence, window: float = 8.0) -> Callable[[str, int, i
     """A simulated expert answering from the records' exudate masks.
 
     It follows the series' grid label rule (:func:`fundus_nb.patches.lesion_near`, as
-    :func:`fundus_nb.patches.grid_pool` does): a patch is an exudate patch when an exudate pixel lies within ``window`` pixels (Chebyshev distance, given
-    at 512-px scale) of its centre, else healthy.
+    :func:`fundus_nb.patches.grid_pool` does): a patch is an exudate patch when an exudate pixel lies
+    within ``window`` pixels (Chebyshev distance, given at 512-px scale) of its centre, else healthy.
     """
     near = {}
     for rec in records:
         if rec.exudate_mask is None:
-            raise ValueError(f"record {rec.id!r} has no exudate mask, so a mask oracle cannot answer for it; "
-                             "use annotated images or label by hand")
+            raise ValueError(
+                f"record {rec.id!r} has no exudate mask, so a mask oracle cannot answer for it; "
+                "use annotated images or label by hand"
+            )
         near[rec.id] = lesion_near(rec.exudate_mask, window)
 
     def answer(image_id: str, row: int, col: int) -> str:
@@ -97,7 +107,8 @@ def mask_oracle(records: Sequence, window: float = 8.0) -> Callable[[str, int, i
 
 def prepare_labels_dir(path: str | os.PathLike, resume: bool = True) -> Path:
     """The folder of a labelling session. With ``resume=False`` an existing folder is not deleted but
-    renamed ``<name>.<n>`` (nothing an expert labelled is ever thrown away) and a new one begun."""
+    renamed ``<name>.<n>`` (nothing an expert labelled is ever thrown away) and a new one begun.
+    """
     path = Path(path)
     if path.exists() and not resume:
         n = 1
@@ -114,16 +125,23 @@ def describe(summary: dict[str, Any]) -> str:
     if not n:
         return "No answers were given, so nothing was learned yet."
     frac, f = summary.get("exudate_fraction") or 0.0, summary.get("f_measure_final")
-    text = (f"The {summary['strategy']} loop asked about {n} patches in {summary['n_images']} images; "
-            f"{summary['n_exudate']} ({frac:.0%}) were exudates")
-    text += (f", far above the ~1 % of grid patches that are exudate, so the proposals concentrate the "
-             f"expert's effort on lesions" if frac > 0.05 else
-             ", close to their rarity on the whole grid, so the proposals did not find the lesions yet")
+    text = (
+        f"The {summary['strategy']} loop asked about {n} patches in {summary['n_images']} images; "
+        f"{summary['n_exudate']} ({frac:.0%}) were exudates"
+    )
+    text += (
+        ", far above the ~1 % of grid patches that are exudate, so the proposals concentrate the "
+        "expert's effort on lesions"
+        if frac > 0.05
+        else ", close to their rarity on the whole grid, so the proposals did not find the lesions yet"
+    )
     if f is not None:
         text += f". After the last update the validation F-measure is {f:.3f}"
     if summary.get("seconds_per_update") is not None:
-        text += (f". One update took {summary['seconds_per_update']:.2f} s and one proposal (Phi over a "
-                 f"{summary['image_size']}-px image) {summary['seconds_per_proposal']:.2f} s on this machine")
+        text += (
+            f". One update took {summary['seconds_per_update']:.2f} s and one proposal (Phi over a "
+            f"{summary['image_size']}-px image) {summary['seconds_per_proposal']:.2f} s on this machine"
+        )
     return text + "."
 
 
@@ -182,19 +200,26 @@ class LabellingLoop:
         seed: int = 0,
     ) -> None:
         if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-        for name, v in (("k", k), ("steps_per_update", steps_per_update), ("batch_size", batch_size),
-                        ("patch_size", patch_size)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
-            if v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}; pass 'egl', 'random' or 'badge'")
+        for name, v in (
+            ("k", k),
+            ("steps_per_update", steps_per_update),
+            ("batch_size", batch_size),
+            ("patch_size", patch_size),
+        ):
+            _check_count(name, v)
         self.records = list(records)
         if not self.records:
-            raise ValueError("no records given: the labelling loop needs at least one image")
+            raise ValueError(
+                "no records given, but the labelling loop needs at least one image; pass the images to label"
+            )
         self.ids = [str(r.id) for r in self.records]
         if len(set(self.ids)) != len(self.ids):
-            raise ValueError("record ids must be unique: the labels file names patches by image id")
+            dups = sorted({i for i in self.ids if self.ids.count(i) > 1})[:3]
+            raise ValueError(
+                f"record ids must be unique (the labels file names patches by image id), got {dups} "
+                "more than once; give every record its own id"
+            )
         self.index = {i: n for n, i in enumerate(self.ids)}
         self.model, self.patch_size, self.strategy, self.k = model, int(patch_size), strategy, int(k)
         self.stride, self.image_stride = float(stride), float(image_stride)
@@ -246,27 +271,38 @@ class LabellingLoop:
             return np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64)
         x, y = (np.asarray(a) for a in initial)
         if x.dtype != np.uint8 or x.shape[1:] != (size, size, 3) or y.shape != (len(x),):
-            raise ValueError(f"initial must be (uint8 patches (N, {size}, {size}, 3), N labels), got shapes "
-                             f"{x.shape} {x.dtype} and {y.shape}; pass pool.extract(idx), pool.labels[idx]")
+            raise ValueError(
+                f"initial must be (uint8 patches (N, {size}, {size}, 3), N labels), got shapes "
+                f"{x.shape} {x.dtype} and {y.shape}; pass pool.extract(idx), pool.labels[idx]"
+            )
         if not np.isin(y, (0, 1)).all():
-            raise ValueError("initial labels must be 0 (healthy) or 1 (exudate)")
+            raise ValueError(
+                f"initial labels must be 0 (healthy) or 1 (exudate), got {np.unique(y)[:5].tolist()}; "
+                "map the classes to 0/1"
+            )
         return x, y.astype(np.int64)
 
     def _check_model(self) -> None:
+        if not isinstance(self.model, nn.Module):
+            raise TypeError(
+                f"model must be a torch.nn.Module, got {type(self.model).__name__}; "
+                "pass the patch classifier (e.g. models.LeNet())"
+            )
+        s = self.patch_size
         try:
-            with torch.no_grad():
-                was = self.model.training
-                self.model.eval()
-                dev = next(self.model.parameters()).device
-                out = self.model(torch.zeros(1, 3, self.patch_size, self.patch_size, device=dev))
-                self.model.train(was)
-        except (RuntimeError, ValueError, StopIteration) as exc:
+            with eval_mode(self.model), torch.no_grad():
+                out = self.model(torch.zeros(1, 3, s, s, device=device_of(self.model)))
+        except (RuntimeError, ValueError) as exc:
+            why = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise ValueError(
-                f"the model does not take {self.patch_size}x{self.patch_size} patches ({exc}); "
-                f"pass a model built for that input (LeNet for 48 px) or set patch_size to its input size"
+                f"the model does not take {s}x{s} patches ({why}); "
+                "pass a model built for that input (LeNet for 48 px) or set patch_size to its input size"
             ) from None
         if out.shape != (1, 2):
-            raise ValueError(f"the model must return 2 logits per patch, got output shape {tuple(out.shape)}")
+            raise ValueError(
+                f"the model must return 2 logits per patch, got output shape {tuple(out.shape)}; "
+                "pass a two-class patch classifier"
+            )
 
     # ------------------------------------------------------------------ persistence
     def _append(self, event: dict) -> None:
@@ -283,9 +319,16 @@ class LabellingLoop:
 
     def _replay(self) -> None:
         if not self.labels_path.is_file():
-            self._append({"event": "open", "format": FORMAT, "patch_size": self.patch_size,
-                          "strategy": self.strategy, "time": time.time(),
-                          "image_shapes": {i: list(r.image.shape[:2]) for i, r in zip(self.ids, self.records)}})
+            self._append(
+                {
+                    "event": "open",
+                    "format": FORMAT,
+                    "patch_size": self.patch_size,
+                    "strategy": self.strategy,
+                    "time": time.time(),
+                    "image_shapes": {i: list(r.image.shape[:2]) for i, r in zip(self.ids, self.records, strict=True)},
+                }
+            )
             return
         lines = self.labels_path.read_text(encoding="utf-8").splitlines()
         for n, line in enumerate(lines, 1):
@@ -295,8 +338,10 @@ class LabellingLoop:
                 nxt = lines[n] if n < len(lines) else ""
                 if n == len(lines) or nxt.startswith('{"event": "torn"'):
                     continue  # the answer being written when a session crashed
-                raise ValueError(f"{self.labels_path} line {n} is not JSON; the file was edited by hand - "
-                                 "restore it or use another run_dir") from None
+                raise ValueError(
+                    f"{self.labels_path} line {n} is not JSON (the file was edited by hand); "
+                    "restore it or use another run_dir"
+                ) from None
             self._apply(ev, n)
 
     def _apply(self, ev: dict, n: int) -> None:
@@ -304,32 +349,42 @@ class LabellingLoop:
         where = f"{self.labels_path} line {n}"
         if kind == "open":
             if ev.get("patch_size") != self.patch_size:
-                raise ValueError(f"{where}: these labels are for {ev.get('patch_size')}-px patches, not "
-                                 f"{self.patch_size}; use patch_size={ev.get('patch_size')} or another run_dir")
+                raise ValueError(
+                    f"{where} holds labels for {ev.get('patch_size')}-px patches, not "
+                    f"{self.patch_size}; use patch_size={ev.get('patch_size')} or another run_dir"
+                )
             for i, shape in ev.get("image_shapes", {}).items():
-                if i in self.index and list(self.records[self.index[i]].image.shape[:2]) != shape:
-                    raise ValueError(f"{where}: the labels were made on image {i!r} at {shape[0]}x{shape[1]} px, "
-                                     f"but it is {self.records[self.index[i]].image.shape[0]} px now; use the "
-                                     "image size the labels were made at or another run_dir")
+                now = list(self.records[self.index[i]].image.shape[:2]) if i in self.index else shape
+                if now != shape:
+                    raise ValueError(
+                        f"{where} holds labels made on image {i!r} at {shape[0]}x{shape[1]} px, but it "
+                        f"is {now[0]}x{now[1]} px now; use the image size the labels were made at or "
+                        "another run_dir"
+                    )
         elif kind == "image":
-            if ev["image_id"] not in self.index:
-                raise ValueError(f"{where}: the labels name image {ev['image_id']!r}, which is not among this "
-                                 "loop's images; open the loop with the images it was made for or use another run_dir")
+            self._check_known_image(ev, where)
             self.chosen.append(self.index[ev["image_id"]])
             self.current = self.chosen[-1]
         elif kind == "label":
-            if ev["image_id"] not in self.index:
-                raise ValueError(f"{where}: the labels name image {ev['image_id']!r}, which is not among this "
-                                 "loop's images; open the loop with the images it was made for or use another run_dir")
+            self._check_known_image(ev, where)
             if ev["size"] != self.patch_size:
-                raise ValueError(f"{where}: a {ev['size']}-px patch, but this loop cuts {self.patch_size}-px "
-                                 "patches; use the patch size the labels were made with or another run_dir")
+                raise ValueError(
+                    f"{where} holds a {ev['size']}-px patch, but this loop cuts {self.patch_size}-px "
+                    "patches; use the patch size the labels were made with or another run_dir"
+                )
             self._known[ev["patch_id"]] = {k: ev[k] for k in ("image_id", "row", "col")}
             self._stack.append(ev)
             self.seconds_labelling = float(ev.get("seconds_total", self.seconds_labelling))
         elif kind == "undo":
             if self._stack:
                 self._stack.pop()
+
+    def _check_known_image(self, ev: dict, where: str) -> None:
+        if ev["image_id"] not in self.index:
+            raise ValueError(
+                f"{where} names image {ev['image_id']!r}, which is not among this loop's images; "
+                "open the loop with the images it was made for or use another run_dir"
+            )
 
     def _load_model_and_history(self) -> None:
         path = self.run_dir / MODEL_FILE
@@ -371,21 +426,26 @@ class LabellingLoop:
         self.chosen.append(i)
         self.current = i
         self.proposals = []
-        self._append({"event": "image", "image_id": self.ids[i], "round": self.round,
-                      "strategy": self.strategy, "time": time.time()})
+        self._append(
+            {
+                "event": "image",
+                "image_id": self.ids[i],
+                "round": self.round,
+                "strategy": self.strategy,
+                "time": time.time(),
+            }
+        )
         return self.ids[i]
 
     def propose(self, k: int | None = None) -> list[Proposal]:
         """The next ``k`` unlabelled patches of the current image (a new image first if needed)."""
-        k = self.k if k is None else int(k)
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = self.k if k is None else _check_count("k", k)
         if self.current is None:
             self.next_image()
         i = self.current
         self.phi_map, rows, cols, phi = self._phi_map(i, self.stride)
         done = self.labels
-        free = np.array([_patch_id(self.ids[i], r, c) not in done for r, c in zip(rows, cols)], bool)
+        free = np.array([_patch_id(self.ids[i], r, c) not in done for r, c in zip(rows, cols, strict=True)], bool)
         if not free.any():
             self.next_image()
             return self.propose(k)
@@ -402,8 +462,9 @@ class LabellingLoop:
         for n, j in enumerate(pick, 1):
             pid = _patch_id(self.ids[i], rows[j], cols[j])
             self._known[pid] = {"image_id": self.ids[i], "row": int(rows[j]), "col": int(cols[j])}
-            self.proposals.append(Proposal(pid, self.ids[i], int(rows[j]), int(cols[j]), self.patch_size, n,
-                                           float(phi[j])))
+            self.proposals.append(
+                Proposal(pid, self.ids[i], int(rows[j]), int(cols[j]), self.patch_size, n, float(phi[j]))
+            )
         return list(self.proposals)
 
     def proposal_patches(self) -> np.ndarray:
@@ -416,24 +477,34 @@ class LabellingLoop:
     # ------------------------------------------------------------------ answering
     def label(self, patch_id: str, value: str) -> None:
         """Record the answer ``value`` ("exudate", "healthy" or "skip") for a proposed patch."""
-        if not isinstance(value, str) or value not in LABELS:
-            raise ValueError(f"label must be one of {LABELS}, got {value!r}")
+        if not isinstance(value, str):
+            raise TypeError(f"label must be a string, got {type(value).__name__}; answer one of {LABELS}")
+        if value not in LABELS:
+            raise ValueError(f"label must be one of {LABELS}, got {value!r}; answer one of these")
         if patch_id not in self._known:
-            raise ValueError(f"unknown patch {patch_id!r}: label one of the proposed patches (loop.proposals)")
+            raise ValueError(f"unknown patch {patch_id!r}; label one of the proposed patches (loop.proposals)")
         now = time.monotonic()
         self.seconds_labelling += min(now - self._t_last, 300.0)  # a coffee break is not labelling time
         self._t_last = now
         where = self._known[patch_id]
-        ev = {"event": "label", "patch_id": patch_id, **where, "size": self.patch_size, "label": value,
-              "strategy": self.strategy, "round": self.round, "time": time.time(),
-              "seconds_total": round(self.seconds_labelling, 3)}
+        ev = {
+            "event": "label",
+            "patch_id": patch_id,
+            **where,
+            "size": self.patch_size,
+            "label": value,
+            "strategy": self.strategy,
+            "round": self.round,
+            "time": time.time(),
+            "seconds_total": round(self.seconds_labelling, 3),
+        }
         self._append(ev)
         self._stack.append(ev)
 
     def undo(self) -> str:
         """Take the last answer back; returns its patch id."""
         if not self._stack:
-            raise ValueError("nothing to undo: no answer has been given yet")
+            raise ValueError("nothing to undo because no answer has been given yet; label a patch first")
         ev = self._stack.pop()
         self._append({"event": "undo", "patch_id": ev["patch_id"], "time": time.time()})
         return ev["patch_id"]
@@ -442,7 +513,7 @@ class LabellingLoop:
         """Let ``oracle`` (default: the loop's) answer every current proposal; returns the counts."""
         oracle = oracle or self.oracle
         if oracle is None:
-            raise ValueError("no oracle: pass oracle=mask_oracle(records) or label the patches by hand")
+            raise ValueError("no oracle was given; pass oracle=mask_oracle(records) or label the patches by hand")
         for p in self.proposals:
             self.label(p.patch_id, oracle(p.image_id, p.row, p.col))
         return self.counts()
@@ -454,7 +525,9 @@ class LabellingLoop:
         if not evs:
             return np.zeros((0, self.patch_size, self.patch_size, 3), np.uint8), np.zeros(0, np.int64)
         imgs = [self.records[self.index[e["image_id"]]].image for e in evs]
-        x = np.concatenate([extract(im, 0, [e["row"]], [e["col"]], self.patch_size) for im, e in zip(imgs, evs)])
+        x = np.concatenate(
+            [extract(im, 0, [e["row"]], [e["col"]], self.patch_size) for im, e in zip(imgs, evs, strict=True)]
+        )
         y = np.array([e["label"] == "exudate" for e in evs], np.int64)
         return x, y
 
@@ -465,11 +538,14 @@ class LabellingLoop:
 
     def update(self) -> dict[str, Any]:
         """Algorithm 1's model update on L0 and everything labelled: ``steps_per_update`` SGD steps
-        on D4-augmented batches drawn uniformly from them; saves the model and returns ``{"n_labels", "seconds", ...}`` (plus the
-        validation F-measure, sensitivity and specificity when ``val_pool`` was given)."""
+        on D4-augmented batches drawn uniformly from them; saves the model and returns
+        ``{"n_labels", "seconds", ...}`` (plus the validation F-measure, sensitivity and specificity when
+        ``val_pool`` was given). The model is left in training mode, as :func:`fundus_nb.train.fit`
+        leaves it; the loop's predictions run under :func:`fundus_nb.models.eval_mode`.
+        """
         answers = self.labelled_patches()[1]
         if len(answers) == 0:
-            raise ValueError("nothing labelled yet: answer some proposals (exudate or healthy) before updating")
+            raise ValueError("nothing labelled yet; answer some proposals (exudate or healthy) before updating")
         n_answers, n_exudate = len(answers), int(answers.sum())
         x, y = self.training_set()
         t0 = time.perf_counter()
@@ -480,25 +556,31 @@ class LabellingLoop:
                 idx = rng.integers(0, len(y), size=min(self.batch_size, len(y)))
                 yield to_tensor(augment_d4(x[idx], rng)), torch.from_numpy(y[idx])
 
-        fit(self.model, batches, epochs=1, lr=self.lr, momentum=self.momentum, seed=self.seed + n_up,
-            progress=False)
-        self.model.eval()
-        rec: dict[str, Any] = {"update": n_up + 1, "n_labels": n_answers, "n_exudate": n_exudate,
-                               "seconds_labelling": round(self.seconds_labelling, 3)}
+        # fit leaves the model in training mode; every prediction below and in the next proposals runs
+        # under models.eval_mode, so the loop never sets a mode by hand
+        fit(self.model, batches, epochs=1, lr=self.lr, momentum=self.momentum, seed=self.seed + n_up, progress=False)
+        rec: dict[str, Any] = {
+            "update": n_up + 1,
+            "n_labels": n_answers,
+            "n_exudate": n_exudate,
+            "seconds_labelling": round(self.seconds_labelling, 3),
+        }
         if self.val_pool is not None:
             idx = np.arange(len(self.val_pool))
             p = predict_proba(self.model, self.val_pool.extract(idx))
             rec.update(patch_metrics(self.val_pool.labels[idx], (p >= 0.5).astype(int)))
         rec["seconds"] = round(time.perf_counter() - t0, 3)
         self.history.append(rec)
-        atomic_torch_save({"format": FORMAT, "state_dict": self.model.state_dict(), "update": n_up + 1},
-                          self.run_dir / MODEL_FILE)
+        atomic_torch_save(
+            {"format": FORMAT, "state_dict": self.model.state_dict(), "update": n_up + 1}, self.run_dir / MODEL_FILE
+        )
         atomic_write_json(self.run_dir / HISTORY_FILE, {"format": FORMAT, "updates": self.history})
         return rec
 
     def simulate(self, rounds: int, oracle: Callable[[str, int, int], str] | None = None) -> list[dict]:
         """``rounds`` of Algorithm 2 with a simulated expert: choose the next image, propose its top
-        ``k`` patches, let the oracle answer, update the model. Returns the updates' records."""
+        ``k`` patches, let the oracle answer, update the model. Returns the updates' records.
+        """
         out = []
         for _ in range(int(rounds)):
             self.next_image()

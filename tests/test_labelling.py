@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _reference import sliced_patch
 
 from fundus_nb import data, egl, labelling, models, patches, preprocess
 from fundus_nb.labelling import LabellingLoop, mask_oracle
@@ -33,8 +34,7 @@ def test_egl_proposals_are_the_top_k_of_phi_over_the_image_grid(records, tmp_pat
     rec = records[loop.index[props[0].image_id]]
     # independent reference: Phi of every grid patch (tops 0, 16, ... at 128 px), cut by slicing
     rows, cols = patches.patchify(rec.fov, 48, 16)
-    padded = np.pad(rec.image, ((24, 24), (24, 24), (0, 0)))
-    cut = np.stack([padded[r : r + 48, c : c + 48] for r, c in zip(rows, cols)])
+    cut = np.stack([sliced_patch(rec.image, r, c, 48) for r, c in zip(rows, cols, strict=True)])
     phi = egl.expected_gradient_length(loop.model, cut).numpy()
     best = {(int(rows[j]), int(cols[j])) for j in np.argsort(-phi)[:4]}
     assert {(p.row, p.col) for p in props} == best
@@ -124,26 +124,38 @@ def test_random_and_badge_propose_distinct_unlabelled_patches_of_the_current_ima
         assert len({p.image_id for p in first + second}) == 1
 
 
+def _raises(error, match, call, *args, **kwargs):
+    """``call`` raises ``error`` matching ``match`` in the package's style: one sentence, '; ' before the fix."""
+    with pytest.raises(error, match=match) as info:
+        call(*args, **kwargs)
+    text = str(info.value)
+    assert "; " in text and not text.endswith(".") and "\n" not in text, text
+
+
 def test_bad_input_gives_one_clear_sentence(records, tmp_path):
     loop = _loop(records, tmp_path)
     p = loop.propose()[0]
-    with pytest.raises(ValueError, match="label must be one of"):
-        loop.label(p.patch_id, "maybe")
-    with pytest.raises(ValueError, match="unknown patch"):
-        loop.label("nowhere@1,1", "healthy")
-    with pytest.raises(ValueError, match="nothing labelled yet"):
-        loop.update()
+    _raises(ValueError, "label must be one of", loop.label, p.patch_id, "maybe")
+    _raises(TypeError, "label must be a string, got int", loop.label, p.patch_id, 1)
+    _raises(ValueError, "unknown patch", loop.label, "nowhere@1,1", "healthy")
+    _raises(ValueError, "nothing labelled yet", loop.update)
+    _raises(ValueError, "nothing to undo", loop.undo)
+    _raises(ValueError, "k must be >= 1", loop.propose, 0)
+    _raises(ValueError, "no oracle was given", LabellingLoop(_model(), records, tmp_path / "o").answer)
     loop.label(p.patch_id, "healthy")
-    with pytest.raises(ValueError, match="not among this loop's images"):
-        LabellingLoop(_model(), [r for r in records if r.id != p.image_id], tmp_path / "labels_run")
-    with pytest.raises(ValueError, match="does not take 32x32 patches|labels are for 48-px patches"):
-        LabellingLoop(_model(), records, tmp_path / "labels_run", patch_size=32)
-    with pytest.raises(ValueError, match="does not take 48x48 patches"):
-        LabellingLoop(models.SeSNet(), records, tmp_path / "other")
-    with pytest.raises(ValueError, match="strategy must be one of"):
-        LabellingLoop(_model(), records, tmp_path / "other", strategy="greedy")
-    with pytest.raises(TypeError, match="k must be an integer"):
-        LabellingLoop(_model(), records, tmp_path / "other", k=2.5)
+    others = [r for r in records if r.id != p.image_id]
+    _raises(ValueError, "not among this loop's images", LabellingLoop, _model(), others, tmp_path / "labels_run")
+    any_size = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2))
+    _raises(ValueError, "holds labels for 48-px patches, not 32", LabellingLoop, any_size, records,
+            tmp_path / "labels_run", patch_size=32)
+    _raises(ValueError, "does not take 32x32 patches", LabellingLoop, _model(), records, tmp_path / "p32",
+            patch_size=32)
+    _raises(ValueError, "does not take 48x48 patches", LabellingLoop, models.SeSNet(), records, tmp_path / "other")
+    _raises(ValueError, "strategy must be one of", LabellingLoop, _model(), records, tmp_path / "other",
+            strategy="greedy")
+    _raises(TypeError, "k must be an integer", LabellingLoop, _model(), records, tmp_path / "other", k=2.5)
+    _raises(TypeError, "model must be a torch.nn.Module", LabellingLoop, "LeNet", records, tmp_path / "other")
+    _raises(ValueError, "record ids must be unique", LabellingLoop, _model(), records + records[:1], tmp_path / "d")
     lines = (tmp_path / "labels_run" / "labels.jsonl").read_text().splitlines()
     assert sum(json.loads(x)["event"] == "label" for x in lines) == 1  # nothing lost by the errors
     assert labelling.LABELS == ("exudate", "healthy", "skip")
@@ -153,8 +165,8 @@ def test_labels_made_at_another_image_size_are_refused_and_resume_false_keeps_th
     loop = _loop(records, tmp_path)
     loop.label(loop.propose()[0].patch_id, "healthy")
     small = [preprocess.standardize_record(r, 96, cache=False) for r in records]
-    with pytest.raises(ValueError, match="made on image .* at 128x128 px"):
-        LabellingLoop(_model(), small, tmp_path / "labels_run")
+    _raises(ValueError, "made on image .* at 128x128 px, but it is 96x96 px now", LabellingLoop, _model(), small,
+            tmp_path / "labels_run")
     fresh = labelling.prepare_labels_dir(tmp_path / "labels_run", resume=False)
     assert fresh == tmp_path / "labels_run" and not any(fresh.iterdir())
     kept = tmp_path / "labels_run.1" / "labels.jsonl"
@@ -182,3 +194,16 @@ def test_updates_train_on_l0_together_with_the_answers(records, tmp_path):
         _loop(records, tmp_path / "bad", initial=(x0[:, :32, :32], y0))
     with pytest.raises(ValueError, match="0 \\(healthy\\) or 1"):
         _loop(records, tmp_path / "bad2", initial=(x0, y0 + 1))
+
+
+def test_the_loop_leaves_the_model_in_the_mode_it_found_it(records, tmp_path):
+    """Checking, proposing (EGL and BADGE) and scoring run under models.eval_mode: nothing sets a mode by hand."""
+    for strategy in ("egl", "badge"):
+        model = _model()
+        for training in (True, False):
+            model.train(training)
+            loop = LabellingLoop(model, records, tmp_path / f"{strategy}{training}", stride=64, image_stride=128,
+                                 k=2, strategy=strategy, oracle=mask_oracle(records), steps_per_update=1)
+            assert model.training is training
+            loop.propose()
+            assert model.training is training and all(m.training is training for m in model.modules())
