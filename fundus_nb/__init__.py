@@ -6,6 +6,12 @@ Module order (each depends only on those before it):
 
 (``egl`` and ``ses`` only *choose* samples; the shared fit loop lives in ``train``, which the
 notebooks call with the sampler that ``egl``/``ses`` provide.)
+
+Notebooks seed with ``fundus_nb.seed_everything(seed)`` and pick a device with
+``fundus_nb.default_device()``.
 """
 
+from ._io import default_device, seed_everything
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "default_device", "seed_everything"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from .runs import RunError, parse_overrides, run_series, run_sweep, summary_table, PRESETS
+from ._io import runs_dir
+from .runs import PRESETS, RunError, parse_overrides, run_series, run_sweep, summary_table, update_readme
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,24 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     only = args.only.split(",") if getattr(args, "only", None) else None
     try:
         if args.command == "summary":
-            from pathlib import Path
-
-            from ._io import runs_dir
-            from .runs import update_readme
-
             run_dir = Path(args.run_dir)
             if not run_dir.is_dir() and (runs_dir() / args.run_dir).is_dir():
                 run_dir = runs_dir() / args.run_dir
             if not (run_dir / "metrics.json").is_file():
-                raise RunError(f"{run_dir} holds no metrics.json; pass a run folder made by 'python -m fundus_nb run'")
+                raise RunError(
+                    f"{run_dir} holds no metrics.json; pass a run folder made by 'python -m fundus_nb run'"
+                )
             print(summary_table(run_dir))
             if args.update_readme:
                 print(f"updated {update_readme(run_dir)}")
             return 0
         overrides = parse_overrides(args.param)
         if args.command == "run":
-            from ._io import runs_dir
-
             run_dir = args.run_dir or (runs_dir() / args.run_id if args.run_id else None)
             if args.resume and run_dir is None:
                 raise RunError("--resume needs the run to continue: pass --run-id NAME or --run-dir PATH")
@@ -91,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 notebooks=args.notebooks,
             )
             bad = 0
-            for point, target, code in results:
+            for _point, target, code in results:
                 print(f"{'ok' if code == 0 else 'FAILED':>6}  {target}")
                 bad += code != 0
             return 1 if bad else 0

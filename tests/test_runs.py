@@ -1,14 +1,19 @@
-"""The main job: parameter checking, execution, failure handling, resume, summary, sweeps."""
+"""The runs layer: parameters, execution, failure handling, resume, summary, sweeps, models and splits."""
 
+import ast
+import itertools
 import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
+import numpy as np
 import pytest
+import torch
 
-from fundus_nb import runs
+from fundus_nb import data, models, preprocess, runs
 from fundus_nb.runs import Parameter, RunError
 
 
@@ -163,7 +168,7 @@ def test_dataset_overlay_sits_between_preset_and_overrides(series, tmp_path, mon
     overlay_dir = tmp_path / "pkg" / "presets" / "datasets"
     overlay_dir.mkdir(parents=True)
     (overlay_dir / "mydata.yaml").write_text("seed: 7\nstrategy: random\n")
-    monkeypatch.setattr(runs, "PACKAGE_DIR", tmp_path / "pkg")
+    monkeypatch.setattr(runs.params, "PACKAGE_DIR", tmp_path / "pkg")
     _notebook(series / "03_third.ipynb", 'dataset = "synthetic"\nrun_dir = ""\n', "pass")
     nbs = runs.list_notebooks(series)
     first = nbs[0]
@@ -225,7 +230,7 @@ def test_kernels_talk_over_private_ipc_sockets_without_the_tcp_warning(series, t
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "without encryption" not in proc.stderr + proc.stdout
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["01_first"]["seed"] == 0
-    km = runs._local_kernel_manager()()
+    km = runs.execute._local_kernel_manager()()
     assert km.transport == "ipc" and Path(km.ip).parent.name.startswith("fundus_nb-kernel-")
     km.cleanup_ipc_files()
     assert not Path(km.ip).parent.exists()
@@ -234,7 +239,8 @@ def test_kernels_talk_over_private_ipc_sockets_without_the_tcp_warning(series, t
 def test_summary_shows_the_ses_test_rows_and_na_when_absent(tmp_path):
     """Notebook 04/05 rows: the texts the notebooks record, 'n/a' for a run that lacks them."""
     run_dir = tmp_path / "r"
-    runs.record_metrics(run_dir, "04_ses_hemorrhage", {"plateau_ratio_ses_over_nses": {"text": "0.98 [0.74, 1.19] (3 seeds)"}})
+    ratio = {"plateau_ratio_ses_over_nses": {"text": "0.98 [0.74, 1.19] (3 seeds)"}}
+    runs.record_metrics(run_dir, "04_ses_hemorrhage", ratio)
     test = {"size_text": "120 / 48 / 187 (synthetic)", "paired_text": "+0.114, p = 0.00035",
             "ses": {"text": "0.913 [0.842, 0.969] (width 0.127)", "froc_text": "0.59 [0.47, 0.70] / 0.79 [0.70, 0.86]"},
             "nses": {"text": "0.799 [0.703, 0.883] (width 0.179)"}}
@@ -259,4 +265,233 @@ def test_a_cell_that_runs_past_the_cell_timeout_fails_the_notebook(tmp_path, mon
     assert result.results[0].status == "failed" and "3 seconds" in result.results[0].error
     monkeypatch.setenv("FUNDUS_NB_CELL_TIMEOUT", "soon")
     with pytest.raises(RunError, match="FUNDUS_NB_CELL_TIMEOUT must be a number"):
-        runs._cell_timeout()
+        runs.execute._cell_timeout()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters read through papermill
+# ---------------------------------------------------------------------------------------------
+
+
+def _ast_parameters(path):
+    """Independent reading of a parameters cell: Python's own parser, comments from the source lines."""
+    nb = nbformat.read(str(path), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    lines = cell.source.splitlines()
+    out = {}
+    for node in ast.parse(cell.source).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        if isinstance(target, ast.Name) and node.value is not None:
+            try:
+                default = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            comment = lines[node.lineno - 1].partition("#")[2]
+            choices = None
+            if "one of:" in comment:
+                listed = comment.split("one of:")[1].replace("|", ",").split(",")
+                choices = tuple(c.strip() for c in listed if c.strip())
+            out[target.id] = (default, type(default), choices)
+    return out
+
+
+@pytest.mark.parametrize("path", runs.list_notebooks(), ids=lambda p: p.stem)
+def test_papermill_reads_the_shipped_parameters_as_python_does(path):
+    got = {n: (p.default, type(p.default), p.choices) for n, p in runs.notebook_parameters(path).items()}
+    assert got == _ast_parameters(path)
+
+
+def test_a_parameter_line_papermill_cannot_read_is_an_error(tmp_path):
+    path = _notebook(tmp_path / "01_x.ipynb", 'run_dir = ""  # ("" = default)\nseed = 0\n', "pass")
+    with pytest.raises(RunError, match="papermill cannot read parameter 'run_dir'.*remove the '='"):
+        runs.notebook_parameters(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics of all runs
+# ---------------------------------------------------------------------------------------------
+
+
+def _walk(node, prefix=""):
+    """Brute-force flattening: every int/float leaf (not bool) under its dotted path."""
+    if isinstance(node, dict):
+        return [item for k, v in node.items() for item in _walk(v, f"{prefix}.{k}" if prefix else k)]
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        return [(prefix, float(node))]
+    return []
+
+
+def test_collect_metrics_flattens_every_number_like_a_recursive_walk(tmp_path):
+    values = {"a": 1, "b": {"c": 2.5, "d": {"e": -3, "f": "text", "g": None}, "h": {}},
+              "i": [1, 2], "j": True, "k": {"l": False, "m": 0}}
+    runs.record_metrics(tmp_path / "r", "05_evaluation", values)
+    table = runs.collect_metrics(tmp_path)
+    got = sorted(zip(table["metric"], table["value"], strict=True))
+    assert got == sorted(_walk(values)) and len(got) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and splits handed between notebooks
+# ---------------------------------------------------------------------------------------------
+
+
+def _trained_lenet(seed=0):
+    torch.manual_seed(seed)
+    model = models.LeNet()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # weights a fresh LeNet would not have
+    return model
+
+
+def test_save_and_load_model_round_trip(tmp_path):
+    model = _trained_lenet()
+    path = runs.save_model(tmp_path, "lenet_egl", model, {"seed": np.int64(3), "lr": np.float32(0.5),
+                                                          "sizes": (48, 24)}, epoch=7)
+    assert path == tmp_path.resolve() / "models" / "lenet_egl.pt"
+    raw = torch.load(path, weights_only=True)
+    assert raw["config"] == {"seed": 3, "lr": 0.5, "sizes": [48, 24], "arch": "LeNet"} and raw["epoch"] == 7
+    loaded = runs.load_model(tmp_path, "lenet_egl", models.LeNet, device="cpu")
+    assert not loaded.training
+    x = torch.rand(5, 3, 48, 48)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    built = runs.load_model(tmp_path, "lenet_egl", lambda cfg: models.LeNet() if cfg["seed"] == 3 else None)
+    assert all(torch.equal(a, b.to(a.device)) for a, b in zip(built.state_dict().values(),
+                                                             model.state_dict().values(), strict=True))
+
+
+def test_load_model_errors_say_what_to_do(tmp_path):
+    missing = r"lacks models/lenet_egl\.pt; run notebook 03_lenet_egl first with the same run_dir"
+    with pytest.raises(FileNotFoundError, match=missing):
+        runs.load_model(tmp_path, "lenet_egl", models.LeNet)
+    runs.save_model(tmp_path, "lenet_egl", _trained_lenet(), {})
+    with pytest.raises(ValueError, match="holds a LeNet, not a SeSNet; load it with models.LeNet"):
+        runs.load_model(tmp_path, "lenet_egl", models.SeSNet)
+    runs.save_model(tmp_path, "lin", torch.nn.Linear(3, 2), {})
+    with pytest.raises(ValueError, match="do not fit this Linear.*size mismatch"):
+        runs.load_model(tmp_path, "lin", lambda cfg: torch.nn.Linear(4, 2))
+    with pytest.raises(TypeError, match="must be a torch.nn.Module"):
+        runs.save_model(tmp_path, "x", {"w": 1}, {})
+    with pytest.raises(TypeError, match="a checkpoint stores only"):
+        runs.save_model(tmp_path, "x", torch.nn.Linear(1, 1), {"path": tmp_path})
+    with pytest.raises(ValueError, match="plain file stem"):
+        runs.save_model(tmp_path, "../x", torch.nn.Linear(1, 1), {})
+    with pytest.raises(ValueError, match="model is a Linear"):
+        runs.save_model(tmp_path, "x", torch.nn.Linear(1, 1), {"arch": "LeNet"})
+
+
+_FAIL_MIDWAY = """
+import resource, signal, sys, torch
+from fundus_nb import runs
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an over-long write then raises OSError instead of killing us
+big = torch.nn.Linear(1000, 1000)  # about 4 MB of weights
+limit = int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    if sys.argv[2] == "runs":
+        runs.save_model(sys.argv[1], "model", big, {})
+    else:
+        torch.save({"state_dict": big.state_dict()}, sys.argv[1] + "/models/model.pt")
+except (OSError, RuntimeError) as exc:  # torch's own writer reports the failed write as RuntimeError
+    print("failed:", type(exc).__name__, getattr(exc, "errno", ""))
+"""
+
+
+@pytest.mark.parametrize("writer", ["runs", "plain torch.save"])
+def test_a_write_that_fails_midway_leaves_the_previous_checkpoint(tmp_path, writer):
+    old = torch.nn.Linear(2, 2)
+    path = runs.save_model(tmp_path, "model", old, {"version": 1})
+    limit = 100_000  # bytes: far more than the old file, far less than the new one
+    proc = subprocess.run([sys.executable, "-c", _FAIL_MIDWAY, str(tmp_path), writer, str(limit)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.stdout.startswith("failed:"), proc.stdout + proc.stderr  # the write really failed
+    if writer == "runs":
+        assert proc.stdout.split() == ["failed:", "OSError", "27"]  # EFBIG: file size limit exceeded
+        assert sorted(p.name for p in path.parent.iterdir()) == ["model.pt"]  # no temporary file left
+        back = runs.load_model(tmp_path, "model", lambda cfg: torch.nn.Linear(2, 2), device="cpu")
+        assert torch.equal(back.weight, old.weight)
+    else:  # the failure this guards against: a truncated file in place of the old one
+        assert 0 < path.stat().st_size <= limit
+        with pytest.raises(Exception):  # noqa: B017 - torch raises RuntimeError or EOFError by version
+            torch.load(path, weights_only=True)
+
+
+def test_save_and_load_split_round_trip_and_errors(tmp_path):
+    split = {"train": ["a", "b"], "test": ("c",), "image_size": np.int64(128), "contrast_enhance": np.bool_(True)}
+    path = runs.save_split(tmp_path, "ses", split)
+    assert path.name == "ses_split.json"
+    assert runs.load_split(tmp_path, "ses") == {"train": ["a", "b"], "test": ["c"], "image_size": 128,
+                                                "contrast_enhance": True}
+    with pytest.raises(FileNotFoundError, match="lacks egl_split.json; run notebook 03_lenet_egl first"):
+        runs.load_split(tmp_path, "egl")
+    with pytest.raises(FileNotFoundError, match="lacks models/sesnet_ses.pt, egl_split.json; run notebook "
+                                                "03_lenet_egl and 04_ses_hemorrhage first"):
+        runs.require(tmp_path, models=["sesnet_ses"], splits=["egl", "ses"])
+    with pytest.raises(TypeError, match="split must be a dict"):
+        runs.save_split(tmp_path, "x", [["a"]])
+    with pytest.raises(TypeError, match="name must be a str"):
+        runs.load_split(tmp_path, 3)
+
+
+def _brute_force_balanced(flags, n):
+    """Every subset of size min(n, len) that takes the first a images with and the first b without;
+    the one with the classes closest in size (the extra image to the class without) wins."""
+    m = len(flags) if n == 0 else min(n, len(flags))
+    best = None
+    for subset in itertools.combinations(range(len(flags)), m):
+        a = sum(flags[i] for i in subset)
+        with_, without = [i for i, f in enumerate(flags) if f], [i for i, f in enumerate(flags) if not f]
+        firsts = with_[:a] + without[: m - a]
+        if sorted(firsts) == list(subset):
+            key = (abs((m - a) - a), a > m - a)
+            best = min(best or (key, subset), (key, subset))
+    return [str(i) for i in best[1]]
+
+
+def test_balanced_matches_a_brute_force_search_for_either_lesion():
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        flags = [bool(f) for f in rng.random(rng.integers(0, 10)) < rng.random()]
+        recs = [SimpleNamespace(id=str(i), has_hemorrhages=f, has_exudates=f) for i, f in enumerate(flags)]
+        n = int(rng.integers(0, 12))
+        expected = _brute_force_balanced(flags, n)
+        assert [r.id for r in runs.balanced(recs, n, "exudates")] == expected, (flags, n)
+        assert [r.id for r in runs.balanced(recs, n, "hemorrhages")] == expected, (flags, n)
+    with pytest.raises(ValueError, match="lesion must be one of"):
+        runs.balanced([], 1, "drusen")
+
+
+@pytest.fixture(scope="module")
+def synthetic_split(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("split_run")
+    opts = {"n_patients": 4, "size": 128, "seed": 5}
+    recs = data.load("synthetic", **opts)
+    runs.save_split(run_dir, "ses", {
+        "train": [r.id for r in recs[:4]], "monitor": [r.id for r in recs[4:5]], "test": [r.id for r in recs[5:]],
+        "dataset_params": {"dataset": "synthetic", "data_root": "", **opts}, "image_size": 64,
+        "contrast_enhance": True})
+    return run_dir, recs
+
+
+def test_split_records_rebuilds_the_test_images_as_the_notebook_prepared_them(synthetic_split):
+    run_dir, recs = synthetic_split
+    got = runs.split_records(run_dir, "ses")
+    expected = [preprocess.standardize_record(r, size=64) for r in recs[5:]]
+    assert [r.id for r in got] == [r.id for r in expected] and len(got) == 3
+    for g, e in zip(got, expected, strict=True):
+        assert np.array_equal(g.image, preprocess.contrast_enhance(e.image, fov=e.fov))
+        assert np.array_equal(g.hemorrhage_mask, e.hemorrhage_mask) and g.image.shape == (64, 64, 3)
+    capped = runs.split_records(run_dir, "ses", max_images=2, lesion="exudates")
+    assert [r.id for r in capped] == [r.id for r in runs.balanced(recs[5:], 2, "exudates")]
+    with pytest.raises(ValueError, match="has no part 'validation'; choose one of: monitor, test, train"):
+        runs.split_records(run_dir, "ses", "validation")
+
+
+def test_independent_records_refuse_images_used_for_training(synthetic_split):
+    run_dir, recs = synthetic_split
+    other = runs.independent_records(run_dir, "ses", "synthetic", n_patients=2, size=128, seed=99)
+    assert len(other) == 4 and other[0].image.shape == (64, 64, 3)
+    with pytest.raises(ValueError, match=r"were in the train/monitor part of split 'ses'"):
+        runs.independent_records(run_dir, "ses", "synthetic", n_patients=4, size=128, seed=5)
