@@ -17,16 +17,20 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ._io import atomic_torch_save, default_device
+from .models import eval_mode
 
 __all__ = ["History", "fit", "checkpoint_path", "latest_checkpoint", "load_checkpoint"]
 
@@ -69,15 +73,15 @@ class History:
         return {"steps": [dict(s) for s in self.steps], "evals": [dict(e) for e in self.evals]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "History":
+    def from_dict(cls, d: dict[str, Any]) -> History:
         return cls(steps=[dict(s) for s in d.get("steps", [])], evals=[dict(e) for e in d.get("evals", [])])
 
-    def to_frame(self):
-        """A pandas DataFrame with one row per iteration (``iteration``, ``epoch``, ``loss``) and
-        the evaluation columns filled in on the iterations where they were measured (NaN
-        elsewhere)."""
-        import pandas as pd
+    def to_frame(self) -> pd.DataFrame:
+        """A pandas DataFrame with one row per iteration (``iteration``, ``epoch``, ``loss``).
 
+        The evaluation columns are filled in on the iterations where they were measured (NaN
+        elsewhere).
+        """
         steps = pd.DataFrame(self.steps, columns=["iteration", "epoch", "loss"])
         if not self.evals:
             return steps
@@ -89,10 +93,8 @@ class History:
         frame["epoch"] = frame["epoch"].astype(int)
         return frame.reset_index(drop=True)
 
-    def evals_frame(self):
+    def evals_frame(self) -> pd.DataFrame:
         """A pandas DataFrame of the evaluation records only."""
-        import pandas as pd
-
         return pd.DataFrame(self.evals)
 
 
@@ -123,17 +125,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Load a checkpoint written by :func:`fit` with ``torch.load(weights_only=True)``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}.")
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; pass an existing epoch_NNNN.pt (train.latest_checkpoint finds the newest)."
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with context
-        raise ValueError(
-            f"checkpoint {path} could not be read ({exc}); delete it or pass resume=False."
-        ) from exc
+        raise ValueError(f"checkpoint {path} could not be read ({exc}); delete it or pass resume=False.") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"{path} is not a fundus_nb.train checkpoint; use another checkpoint_dir or resume=False."
-        )
+        raise ValueError(f"{path} is not a fundus_nb.train checkpoint; use another checkpoint_dir or resume=False.")
     return ckpt
 
 
@@ -152,7 +152,7 @@ def _numbers(d: Any, what: str) -> dict[str, float]:
     if d is None:
         return {}
     if not isinstance(d, dict):
-        raise TypeError(f"{what} must return a dict of numbers (or None); got {type(d).__name__}.")
+        raise TypeError(f"{what} must return a dict of numbers (or None), got {type(d).__name__}; return a dict.")
     out = {}
     for k, v in d.items():
         if k in ("iteration", "epoch", "epoch_end", "loss"):
@@ -161,7 +161,7 @@ def _numbers(d: Any, what: str) -> dict[str, float]:
             out[str(k)] = float(v)
         except (TypeError, ValueError):
             raise TypeError(
-                f"{what} must return a dict of numbers; {k!r} is {type(v).__name__}."
+                f"{what} must return a dict of numbers, but {k!r} is {type(v).__name__}; convert it with float()."
             ) from None
     return out
 
@@ -169,16 +169,19 @@ def _numbers(d: Any, what: str) -> dict[str, float]:
 def _check_batch(x: Any, y: Any, n_classes_hint: int | None) -> None:
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(
-            f"batches must yield (x, y) torch tensors; got ({type(x).__name__}, {type(y).__name__})."
+            f"batches must yield (x, y) torch tensors, got ({type(x).__name__}, {type(y).__name__}); "
+            "convert them with patches.to_tensor and torch.as_tensor."
         )
     if not torch.is_floating_point(x):
-        raise ValueError(f"x must be float (model scale, uint8/255); got dtype {x.dtype}.")
+        raise ValueError(
+            f"x must be float (model scale, uint8/255), got dtype {x.dtype}; convert with patches.to_tensor."
+        )
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.bool):
-        raise ValueError(f"y must hold integer class labels; got dtype {y.dtype}.")
+        raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}; convert with y.long().")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(
-            f"y must be a 1-D label vector with one label per sample; got x {tuple(x.shape)}, "
-            f"y {tuple(y.shape)}."
+            f"y must be a 1-D label vector with one label per sample, got x {tuple(x.shape)} and "
+            f"y {tuple(y.shape)}; yield as many labels as samples."
         )
     if x.shape[0] == 0:
         raise ValueError("batches yielded an empty batch; every batch needs at least one sample.")
@@ -254,24 +257,36 @@ def fit(
     History
         Per-iteration losses and evaluation records (the resumed part included).
     """
-    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 0:
-        raise ValueError(f"epochs must be a non-negative integer; got {epochs!r}.")
+    if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool):
+        raise TypeError(f"epochs must be an integer, got {type(epochs).__name__}; pass e.g. epochs=10.")
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}; pass the total number of epochs to reach.")
+    for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}; pass e.g. {name}=0.01.")
     if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive number; got {lr!r}.")
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}; pass e.g. lr=0.01.")
     if momentum < 0 or weight_decay < 0:
         raise ValueError(
-            f"momentum and weight_decay must be >= 0; got momentum={momentum}, weight_decay={weight_decay}."
+            f"momentum and weight_decay must be >= 0, got momentum={momentum} and weight_decay={weight_decay}; "
+            "pass 0 to switch one off."
         )
-    if eval_every is not None and (int(eval_every) != eval_every or eval_every <= 0):
-        raise ValueError(f"eval_every must be a positive integer or None; got {eval_every!r}.")
+    if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer))):
+        raise TypeError(f"eval_every must be an integer or None, got {type(eval_every).__name__}; pass e.g. 50.")
+    if eval_every is not None and eval_every <= 0:
+        raise ValueError(f"eval_every must be positive, got {eval_every}; pass None to evaluate at epoch ends only.")
     if eval_every is not None and eval_fn is None:
         raise ValueError("eval_every is set but eval_fn is None; pass eval_fn or drop eval_every.")
     if not callable(batches):
-        raise TypeError("batches must be a callable batches(epoch, rng) returning (x, y) pairs.")
-    if extra_state is not None and not (
-        hasattr(extra_state, "state_dict") and hasattr(extra_state, "load_state_dict")
-    ):
-        raise TypeError("extra_state must have state_dict() and load_state_dict(d) methods.")
+        raise TypeError(
+            f"batches must be a callable, got {type(batches).__name__}; pass a function batches(epoch, rng) "
+            "returning (x, y) pairs."
+        )
+    if extra_state is not None and not (hasattr(extra_state, "state_dict") and hasattr(extra_state, "load_state_dict")):
+        raise TypeError(
+            f"extra_state must have state_dict() and load_state_dict(d) methods, {type(extra_state).__name__} "
+            "lacks one; pass such an object (e.g. the SeS sampler) or None."
+        )
     fingerprint = _canonical_fingerprint(fingerprint)
     dev = torch.device(device) if device is not None else default_device()
     model.to(dev)
@@ -296,7 +311,7 @@ def fit(
                 torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
             if extra_state is not None:
                 if "extra_state" not in ckpt:
-                    raise ValueError(f"checkpoint {path} holds no extra_state; resume=False to restart.")
+                    raise ValueError(f"checkpoint {path} holds no extra_state; pass resume=False to restart.")
                 extra_state.load_state_dict(ckpt["extra_state"])
     else:
         if ckdir is not None:
@@ -308,20 +323,13 @@ def fit(
     bar = None
     disable = (not progress) or os.environ.get("TQDM_DISABLE", "") not in ("", "0")
     if not disable and epochs > start_epoch:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=int(epochs), initial=start_epoch, desc="fit", unit="epoch", leave=False, disable=False)
 
     def evaluate(epoch: int, end: bool, extra: dict[str, float]) -> None:
         rec = {"iteration": iteration, "epoch": epoch, "epoch_end": 1.0 if end else 0.0}
         if eval_fn is not None:
-            was = model.training
-            model.eval()
-            try:
-                with torch.no_grad():
-                    rec.update(_numbers(eval_fn(model), "eval_fn"))
-            finally:
-                model.train(was)
+            with eval_mode(model), torch.no_grad():
+                rec.update(_numbers(eval_fn(model), "eval_fn"))
         rec.update(extra)
         history.evals.append(rec)
 
@@ -352,9 +360,7 @@ def fit(
                 if eval_every is not None and iteration % int(eval_every) == 0:
                     evaluate(epoch, False, {})
             if n_batches == 0:
-                raise ValueError(
-                    f"batches({epoch}, rng) yielded no batches; every epoch needs at least one."
-                )
+                raise ValueError(f"batches({epoch}, rng) yielded no batches; every epoch needs at least one.")
             extra = {"train_seconds": time.perf_counter() - t_epoch}
             if on_epoch_end is not None:
                 extra.update(_numbers(on_epoch_end(epoch, model), "on_epoch_end"))
@@ -394,7 +400,7 @@ def _canonical_fingerprint(fingerprint: Any) -> dict:
     if fingerprint is None:
         return {}
     if not isinstance(fingerprint, dict):
-        raise TypeError(f"fingerprint must be a dict of settings; got {type(fingerprint).__name__}.")
+        raise TypeError(f"fingerprint must be a dict of settings, got {type(fingerprint).__name__}; pass a dict.")
     try:
         return json.loads(json.dumps(fingerprint, sort_keys=True, allow_nan=False))
     except (TypeError, ValueError) as exc:

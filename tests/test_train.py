@@ -256,7 +256,9 @@ def test_changed_batch_setting_between_two_calls_is_refused(tmp_path):
     msg = str(err.value)
     assert "batch_size: checkpoint 12 vs now 6" in msg and "ids" not in msg and "resume=False" in msg
     # the same fingerprint resumes (tuples and lists are the same JSON): one more epoch, 4 more steps
-    hist = fit(_small_cnn(0), _batches_from(x, y, 12), epochs=2, fingerprint={"ids": ("a", "b"), "batch_size": 12}, **kw)
+    hist = fit(
+        _small_cnn(0), _batches_from(x, y, 12), epochs=2, fingerprint={"ids": ("a", "b"), "batch_size": 12}, **kw
+    )
     assert hist.iterations == 8
     # a checkpoint without fingerprint against one with: the new key is named
     with pytest.raises(ValueError, match="augment: checkpoint '<absent>' vs now True"):
@@ -288,8 +290,22 @@ def test_bad_arguments_and_batches():
     m = nn.Linear(2, 2)
     ok = lambda e, rng: [(x, y)]  # noqa: E731
     kw = dict(device="cpu", progress=False)
-    with pytest.raises(ValueError, match="epochs"):
+    with pytest.raises(ValueError, match="epochs must be >= 0"):
         fit(m, ok, epochs=-1, **kw)
+    # wrong types are TypeErrors, wrong values ValueErrors; each message names the fix
+    for bad_kw, match in (
+        ({"epochs": 2.0}, "epochs must be an integer"),
+        ({"epochs": True}, "epochs must be an integer"),
+        ({"epochs": 1, "lr": "0.1"}, "lr must be a number"),
+        ({"epochs": 1, "momentum": None}, "momentum must be a number"),
+        ({"epochs": 1, "eval_every": 1.5, "eval_fn": dict}, "eval_every must be an integer"),
+    ):
+        with pytest.raises(TypeError, match=match + ".*; pass"):
+            fit(m, ok, **bad_kw, **kw)
+    with pytest.raises(TypeError, match="batches must be a callable"):
+        fit(m, [(x, y)], epochs=1, **kw)
+    with pytest.raises(ValueError, match="eval_every must be positive"):
+        fit(m, ok, epochs=1, eval_every=0, eval_fn=dict, **kw)
     with pytest.raises(ValueError, match="lr"):
         fit(m, ok, epochs=1, lr=0.0, **kw)
     with pytest.raises(ValueError, match="eval_fn"):
@@ -308,6 +324,20 @@ def test_bad_arguments_and_batches():
     bad[0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="loss became nan"):
         fit(m, lambda e, rng: [(bad, y)], epochs=1, **kw)
+
+
+def test_eval_fn_runs_in_eval_mode_and_train_mode_is_restored():
+    x, y = _blobs(16)
+    model = nn.Sequential(nn.Linear(2, 4), nn.Dropout(0.5), nn.Linear(4, 2))
+    seen = []
+
+    def eval_fn(m):
+        seen.append([sub.training for sub in m.modules()])
+        return {}
+
+    fit(model, lambda e, rng: [(x, y), (x, y)], epochs=2, eval_fn=eval_fn, eval_every=1, device="cpu", progress=False)
+    assert len(seen) == 4 and not any(any(flags) for flags in seen)  # every submodule in eval mode inside
+    assert all(sub.training for sub in model.modules())  # and back in train mode after each evaluation
 
 
 def test_progress_bar_and_its_silencing(capsys, monkeypatch):
