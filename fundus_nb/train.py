@@ -126,14 +126,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no checkpoint at {path}; pass an existing epoch_NNNN.pt (train.latest_checkpoint finds the newest)."
+            f"no checkpoint at {path}; pass an existing epoch_NNNN.pt (train.latest_checkpoint finds the newest)"
         )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with context
-        raise ValueError(f"checkpoint {path} could not be read ({exc}); delete it or pass resume=False.") from exc
+        raise ValueError(f"checkpoint {path} could not be read ({exc}); delete it or pass resume=False") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a fundus_nb.train checkpoint; use another checkpoint_dir or resume=False.")
+        raise ValueError(f"{path} is not a fundus_nb.train checkpoint; use another checkpoint_dir or resume=False")
     return ckpt
 
 
@@ -152,16 +152,16 @@ def _numbers(d: Any, what: str) -> dict[str, float]:
     if d is None:
         return {}
     if not isinstance(d, dict):
-        raise TypeError(f"{what} must return a dict of numbers (or None), got {type(d).__name__}; return a dict.")
+        raise TypeError(f"{what} must return a dict of numbers (or None), got {type(d).__name__}; return a dict")
     out = {}
     for k, v in d.items():
         if k in ("iteration", "epoch", "epoch_end", "loss"):
-            raise ValueError(f"{what} returned the reserved key {k!r}; rename it.")
+            raise ValueError(f"{what} returned the reserved key {k!r}; rename it")
         try:
             out[str(k)] = float(v)
         except (TypeError, ValueError):
             raise TypeError(
-                f"{what} must return a dict of numbers, but {k!r} is {type(v).__name__}; convert it with float()."
+                f"{what} must return a dict of numbers, but {k!r} is {type(v).__name__}; convert it with float()"
             ) from None
     return out
 
@@ -170,21 +170,21 @@ def _check_batch(x: Any, y: Any, n_classes_hint: int | None) -> None:
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError(
             f"batches must yield (x, y) torch tensors, got ({type(x).__name__}, {type(y).__name__}); "
-            "convert them with patches.to_tensor and torch.as_tensor."
+            "convert them with patches.to_tensor and torch.as_tensor"
         )
     if not torch.is_floating_point(x):
         raise ValueError(
-            f"x must be float (model scale, uint8/255), got dtype {x.dtype}; convert with patches.to_tensor."
+            f"x must be float (model scale, uint8/255), got dtype {x.dtype}; convert with patches.to_tensor"
         )
     if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.bool):
-        raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}; convert with y.long().")
+        raise ValueError(f"y must hold integer class labels, got dtype {y.dtype}; convert with y.long()")
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(
             f"y must be a 1-D label vector with one label per sample, got x {tuple(x.shape)} and "
-            f"y {tuple(y.shape)}; yield as many labels as samples."
+            f"y {tuple(y.shape)}; yield as many labels as samples"
         )
     if x.shape[0] == 0:
-        raise ValueError("batches yielded an empty batch; every batch needs at least one sample.")
+        raise ValueError("batches yielded an empty batch; every batch needs at least one sample")
 
 
 def fit(
@@ -258,34 +258,34 @@ def fit(
         Per-iteration losses and evaluation records (the resumed part included).
     """
     if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool):
-        raise TypeError(f"epochs must be an integer, got {type(epochs).__name__}; pass e.g. epochs=10.")
+        raise TypeError(f"epochs must be an integer, got {type(epochs).__name__}; pass e.g. epochs=10")
     if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}; pass the total number of epochs to reach.")
+        raise ValueError(f"epochs must be >= 0, got {epochs}; pass the total number of epochs to reach")
     for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name} must be a number, got {type(value).__name__}; pass e.g. {name}=0.01.")
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}; pass e.g. {name}=0.01")
     if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}; pass e.g. lr=0.01.")
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}; pass e.g. lr=0.01")
     if momentum < 0 or weight_decay < 0:
         raise ValueError(
             f"momentum and weight_decay must be >= 0, got momentum={momentum} and weight_decay={weight_decay}; "
-            "pass 0 to switch one off."
+            "pass 0 to switch one off"
         )
     if eval_every is not None and (isinstance(eval_every, bool) or not isinstance(eval_every, (int, np.integer))):
-        raise TypeError(f"eval_every must be an integer or None, got {type(eval_every).__name__}; pass e.g. 50.")
+        raise TypeError(f"eval_every must be an integer or None, got {type(eval_every).__name__}; pass e.g. 50")
     if eval_every is not None and eval_every <= 0:
-        raise ValueError(f"eval_every must be positive, got {eval_every}; pass None to evaluate at epoch ends only.")
+        raise ValueError(f"eval_every must be positive, got {eval_every}; pass None to evaluate at epoch ends only")
     if eval_every is not None and eval_fn is None:
-        raise ValueError("eval_every is set but eval_fn is None; pass eval_fn or drop eval_every.")
+        raise ValueError("eval_every is set but eval_fn is None; pass eval_fn or drop eval_every")
     if not callable(batches):
         raise TypeError(
             f"batches must be a callable, got {type(batches).__name__}; pass a function batches(epoch, rng) "
-            "returning (x, y) pairs."
+            "returning (x, y) pairs"
         )
     if extra_state is not None and not (hasattr(extra_state, "state_dict") and hasattr(extra_state, "load_state_dict")):
         raise TypeError(
             f"extra_state must have state_dict() and load_state_dict(d) methods, {type(extra_state).__name__} "
-            "lacks one; pass such an object (e.g. the SeS sampler) or None."
+            "lacks one; pass such an object (e.g. the SeS sampler) or None"
         )
     fingerprint = _canonical_fingerprint(fingerprint)
     dev = torch.device(device) if device is not None else default_device()
@@ -311,7 +311,7 @@ def fit(
                 torch.cuda.set_rng_state_all([s.cpu() for s in ckpt["cuda_rng"]])
             if extra_state is not None:
                 if "extra_state" not in ckpt:
-                    raise ValueError(f"checkpoint {path} holds no extra_state; pass resume=False to restart.")
+                    raise ValueError(f"checkpoint {path} holds no extra_state; pass resume=False to restart")
                 extra_state.load_state_dict(ckpt["extra_state"])
     else:
         if ckdir is not None:
@@ -354,13 +354,13 @@ def fit(
                 if not math.isfinite(value):
                     raise FloatingPointError(
                         f"the loss became {value} at iteration {iteration} (epoch {epoch}); lower "
-                        "the learning rate or check the inputs are in model scale (x/255)."
+                        "the learning rate or check the inputs are in model scale (x/255)"
                     )
                 history.steps.append({"iteration": iteration, "epoch": epoch, "loss": value})
                 if eval_every is not None and iteration % int(eval_every) == 0:
                     evaluate(epoch, False, {})
             if n_batches == 0:
-                raise ValueError(f"batches({epoch}, rng) yielded no batches; every epoch needs at least one.")
+                raise ValueError(f"batches({epoch}, rng) yielded no batches; every epoch needs at least one")
             extra = {"train_seconds": time.perf_counter() - t_epoch}
             if on_epoch_end is not None:
                 extra.update(_numbers(on_epoch_end(epoch, model), "on_epoch_end"))
@@ -400,14 +400,14 @@ def _canonical_fingerprint(fingerprint: Any) -> dict:
     if fingerprint is None:
         return {}
     if not isinstance(fingerprint, dict):
-        raise TypeError(f"fingerprint must be a dict of settings, got {type(fingerprint).__name__}; pass a dict.")
+        raise TypeError(f"fingerprint must be a dict of settings, got {type(fingerprint).__name__}; pass a dict")
     try:
         return json.loads(json.dumps(fingerprint, sort_keys=True, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"fingerprint must be JSON-serialisable (str, numbers, bools, None, lists, dicts) so that "
             f"it can be stored with the checkpoints ({exc}); convert the offending value, e.g. with "
-            "str() or .tolist()."
+            "str() or .tolist()"
         ) from None
 
 
@@ -427,5 +427,5 @@ def _check_settings(saved: dict, current: dict, path: Path) -> None:
         raise ValueError(
             f"checkpoint {path} belongs to a run with different settings ({'; '.join(diffs)}); to start "
             f"over delete {path.parent} or pass resume=False (notebooks: resume=False), or use another "
-            "checkpoint_dir."
+            "checkpoint_dir"
         )

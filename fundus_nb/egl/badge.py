@@ -71,7 +71,7 @@ def kmeans_pp(embeddings: np.ndarray, k: int, rng: np.random.Generator) -> np.nd
     """
     emb = np.asarray(embeddings, np.float64)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an integer number of patches, got {type(k).__name__}")
+        raise TypeError(f"k must be an integer number of patches, got {type(k).__name__}; pass e.g. k=32")
     if not 1 <= k <= len(emb):
         raise ValueError(
             f"BADGE was asked for {k} patches but only {len(emb)} remain unlabelled; ask for at most "

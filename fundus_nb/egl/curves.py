@@ -108,7 +108,8 @@ def fit_until_plateau(
     """
     if int(max_epochs) < 1 or int(patience) < 1 or int(min_epochs) < 1:
         raise ValueError(
-            f"max_epochs, patience and min_epochs must be >= 1, got {max_epochs}, {patience} and {min_epochs}"
+            f"max_epochs, patience and min_epochs must be >= 1, got {max_epochs}, {patience} and {min_epochs}; "
+            "pass positive numbers of epochs"
         )
     losses, best, best_state, since = [], np.inf, None, 0
     for epoch in range(int(max_epochs)):
