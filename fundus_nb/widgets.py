@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import ipywidgets as W
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Rectangle
 
 from .patches import PatchPool
 
@@ -45,10 +48,10 @@ def plot_positions(
     -------
     matplotlib.figure.Figure
     """
-    import matplotlib.pyplot as plt
-
+    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)):
+        raise TypeError(f"max_points must be an integer, got {type(max_points).__name__}; pass e.g. 400")
     if max_points < 1:
-        raise ValueError(f"max_points must be >= 1, got {max_points}")
+        raise ValueError(f"max_points must be >= 1, got {max_points}; pass e.g. 400")
     if ax is None:
         fig, ax = plt.subplots(figsize=(6, 6))
     else:
@@ -59,8 +62,7 @@ def plot_positions(
         rows, cols = np.asarray(rows), np.asarray(cols)
         keep = rng.choice(len(rows), size=min(max_points, len(rows)), replace=False) if len(rows) else []
         color = POSITION_COLORS.get(name, f"C{k}")
-        ax.scatter(cols[keep], rows[keep], s=6, c=color, marker="o", linewidths=0,
-                   label=f"{name} ({len(rows):,})")
+        ax.scatter(cols[keep], rows[keep], s=6, c=color, marker="o", linewidths=0, label=f"{name} ({len(rows):,})")
     ax.legend(loc="lower right", fontsize=8, markerscale=2, framealpha=0.8)
     ax.set_axis_off()
     if title:
@@ -79,17 +81,19 @@ def plot_patch_grid(
 
     ``row_labels`` names each grid row (e.g. the class of the patches in that row).
     """
-    import matplotlib.pyplot as plt
-
     patches = np.asarray(patches)
     if patches.ndim != 4 or patches.shape[-1] != 3 or len(patches) == 0:
-        raise ValueError(f"patches must be a non-empty (N, s, s, 3) array, got shape {patches.shape}")
+        raise ValueError(
+            f"patches must be a non-empty (N, s, s, 3) array, got shape {patches.shape}; "
+            "pass RGB patches such as pool.extract(idx)"
+        )
     if titles is not None and len(titles) != len(patches):
-        raise ValueError(f"need one title per patch: {len(patches)} patches, {len(titles)} titles")
+        raise ValueError(f"got {len(titles)} titles for {len(patches)} patches; pass one title per patch")
     ncols = max(1, min(int(ncols), len(patches)))
     nrows = -(-len(patches) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(scale * ncols, scale * nrows + 0.2 * (titles is not None)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(scale * ncols, scale * nrows + 0.2 * (titles is not None)), squeeze=False
+    )
     for i, ax in enumerate(axes.ravel()):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -111,12 +115,12 @@ def show_pool_page(pool: PatchPool, indices: np.ndarray, page: int = 0, page_siz
     indices = np.asarray(indices)
     n_pages = max(1, -(-len(indices) // page_size))
     if not 0 <= page < n_pages:
-        raise ValueError(f"page must lie in 0..{n_pages - 1}, got {page}")
+        raise ValueError(f"page must lie in 0..{n_pages - 1}, got {page}; pass a page in that range")
     sel = indices[page * page_size : (page + 1) * page_size]
     pos = pool.positions[sel]
     titles = [
         f"{'pos' if pool.labels[i] else 'neg'} {pool.image_ids[p['image']]}\n({p['row']},{p['col']})"
-        for i, p in zip(sel, pos)
+        for i, p in zip(sel, pos, strict=True)
     ]
     return plot_patch_grid(pool.extract(sel), titles, ncols=ncols)
 
@@ -124,9 +128,8 @@ def show_pool_page(pool: PatchPool, indices: np.ndarray, page: int = 0, page_siz
 def show_in(out, fig) -> None:
     """Replace what the ipywidgets ``Output`` ``out`` shows by the figure ``fig`` (drawn once, then
     closed so that it is not shown a second time by the notebook). Works in and out of a kernel, so
-    tests can read ``out.outputs``."""
-    import matplotlib.pyplot as plt
-
+    tests can read ``out.outputs``.
+    """
     out.outputs = ()
     out.append_display_data(fig)
     plt.close(fig)
@@ -138,8 +141,6 @@ def patch_browser(pool: PatchPool, indices: np.ndarray | None = None, page_size:
     Build it only in a live kernel (``interactive=True``); the drawing is :func:`show_pool_page`.
     The returned box exposes ``page_slider``, ``class_filter`` and the ``out`` it draws into.
     """
-    import ipywidgets as W
-
     indices = np.arange(len(pool)) if indices is None else np.asarray(indices)
     n_pages = max(1, -(-len(indices) // page_size))
     out = W.Output()
@@ -172,12 +173,10 @@ def patch_browser(pool: PatchPool, indices: np.ndarray | None = None, page_size:
 # ----------------------------------------------------------------------------------------------
 def plot_labelling_view(loop, ax=None):
     """The current image with its EGL map (Phi per grid cell, colour bar) and the proposed patches
-    outlined and numbered: what the expert is asked to label next."""
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
+    outlined and numbered: what the expert is asked to label next.
+    """
     if loop.current is None:
-        raise ValueError("no image chosen yet: call loop.propose() first")
+        raise ValueError("no image chosen yet; call loop.propose() first")
     rec = loop.records[loop.current]
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.4, 5.6))
@@ -189,8 +188,16 @@ def plot_labelling_view(loop, ax=None):
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="expected gradient length Φ")
     half = loop.patch_size // 2
     for p in loop.proposals:
-        ax.add_patch(Rectangle((p.col - half - 0.5, p.row - half - 0.5), loop.patch_size, loop.patch_size,
-                               fill=False, edgecolor="cyan", linewidth=1.5))
+        ax.add_patch(
+            Rectangle(
+                (p.col - half - 0.5, p.row - half - 0.5),
+                loop.patch_size,
+                loop.patch_size,
+                fill=False,
+                edgecolor="cyan",
+                linewidth=1.5,
+            )
+        )
         ax.text(p.col - half, p.row - half - 2, str(p.number), color="cyan", fontsize=10, weight="bold")
     ax.set_title(f"{rec.id}: round {loop.round}, {len(loop.proposals)} proposed patches ({loop.strategy})")
     ax.set_xlabel("column (px)")
@@ -200,8 +207,6 @@ def plot_labelling_view(loop, ax=None):
 
 def plot_labelling_curve(history, ax=None):
     """Validation F-measure after each model update against the number of labelled patches."""
-    import matplotlib.pyplot as plt
-
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.2, 3.0))
     else:
@@ -232,14 +237,11 @@ def labelling_widget(loop):
     Attributes ``toggles``, ``key_box``, ``update_button``, ``next_button``, ``undo_button``, ``status``
     and the outputs ``view``, ``grid``, ``curve`` are exposed on the returned box for scripting.
     """
-    import ipywidgets as W
-
     show = show_in
     view, grid, curve = W.Output(), W.Output(), W.Output()
     status = W.HTML()
     toggles_box = W.VBox()
-    keys = W.Text(placeholder="keys: e = exudate, h = healthy, s = skip", description="keys",
-                  continuous_update=True)
+    keys = W.Text(placeholder="keys: e = exudate, h = healthy, s = skip", description="keys", continuous_update=True)
     update_button = W.Button(description="update model", button_style="primary", icon="refresh")
     next_button = W.Button(description="next image", icon="forward")
     undo_button = W.Button(description="undo", icon="undo")
@@ -249,8 +251,10 @@ def labelling_widget(loop):
     def refresh_status():
         c = loop.counts()
         upd = "" if state["last_update"] is None else f" · last update {state['last_update']:.1f} s"
-        status.value = (f"<b>{sum(c.values())}</b> labels (exudate {c['exudate']}, healthy {c['healthy']}, "
-                        f"skip {c['skip']}) · {loop.seconds_labelling:.0f} s labelling{upd}")
+        status.value = (
+            f"<b>{sum(c.values())}</b> labels (exudate {c['exudate']}, healthy {c['healthy']}, "
+            f"skip {c['skip']}) · {loop.seconds_labelling:.0f} s labelling{upd}"
+        )
 
     def on_toggle(change):
         if state["busy"] or change["new"] is None:
@@ -262,14 +266,25 @@ def labelling_widget(loop):
         if not loop.proposals:
             loop.propose()
         show(view, plot_labelling_view(loop))
-        show(grid, plot_patch_grid(loop.proposal_patches(), [f"{p.number}: Φ={p.score:.3g}" for p in loop.proposals],
-                                   ncols=min(8, len(loop.proposals)), scale=1.4))
+        show(
+            grid,
+            plot_patch_grid(
+                loop.proposal_patches(),
+                [f"{p.number}: Φ={p.score:.3g}" for p in loop.proposals],
+                ncols=min(8, len(loop.proposals)),
+                scale=1.4,
+            ),
+        )
         done = loop.labels
         state["busy"] = True
         toggles = []
         for p in loop.proposals:
-            t = W.ToggleButtons(options=list(LABEL_KEYS.values()), value=done.get(p.patch_id, {}).get("label"),
-                                description=f"patch {p.number}", style={"button_width": "80px"})
+            t = W.ToggleButtons(
+                options=list(LABEL_KEYS.values()),
+                value=done.get(p.patch_id, {}).get("label"),
+                description=f"patch {p.number}",
+                style={"button_width": "80px"},
+            )
             t.patch_id = p.patch_id
             t.observe(on_toggle, "value")
             toggles.append(t)
@@ -281,7 +296,7 @@ def labelling_widget(loop):
 
     def on_keys(change):
         typed = [ch for ch in change["new"].lower() if ch in LABEL_KEYS]
-        for t, ch in zip(box.toggles, typed):
+        for t, ch in zip(box.toggles, typed, strict=False):  # keys beyond the last patch are ignored
             if t.value != LABEL_KEYS[ch]:
                 t.value = LABEL_KEYS[ch]
 

@@ -26,7 +26,9 @@ DRIVER = shutil.which("chromedriver")
 OUT = ROOT / "runs" / "browser-test"
 
 pytestmark = [
-    pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no headless browser: apt-get install chromium chromium-driver"),
+    pytest.mark.skipif(
+        not (CHROMIUM and DRIVER), reason="no headless browser: apt-get install chromium chromium-driver"
+    ),
     pytest.mark.timeout(900),
 ]
 
@@ -142,11 +144,6 @@ def _open_and_run_all(drv, lab, stem: str) -> None:
     time.sleep(2)  # let the kernel start
     _by_text(drv, ".lm-MenuBar-itemLabel", "Run")[0].click()
     _wait(lambda: _by_text(drv, ".lm-Menu-itemLabel", "Run All Cells"), 10, "the Run menu", drv)[0].click()
-
-
-def _kernel_idle(drv) -> bool:
-    busy = drv.find_elements("css selector", ".jp-InputPrompt")
-    return busy and not any("[*]" in e.text for e in busy) and all(e.text.strip() not in ("[ ]:", "") for e in busy[1:2])
 
 
 def _labels(lab) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 import pytest
+from skimage.color import label2rgb
 
 from fundus_nb import plots
 
@@ -29,3 +30,18 @@ def test_plots_helpers():
     with pytest.raises(ValueError, match="differs"):
         plots.overlay_mask(img, mask[:-1])
     plt.close("all")
+
+
+@pytest.mark.parametrize("grey", [False, True])
+def test_overlay_mask_equals_skimage_label2rgb(grey):
+    """overlay_mask is label2rgb's overlay (image kept in colour, background untouched), written out for speed."""
+    rng = np.random.default_rng(1)
+    img = rng.random((20, 30)) if grey else rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    mask = rng.random((20, 30)) < 0.3
+    got = plots.overlay_mask(img, mask, color=(0.2, 0.6, 1.0), alpha=0.45)
+    want = label2rgb(mask.astype(np.uint8), img, colors=[(0.2, 0.6, 1.0)], alpha=0.45, bg_label=0, bg_color=None,
+                     image_alpha=1, saturation=1, kind="overlay")
+    np.testing.assert_allclose(got, np.clip(want, 0, 1), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="differs from the image's") as info:
+        plots.overlay_mask(img, mask[:, :-1])
+    assert "; pass a mask" in str(info.value)
