@@ -24,6 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.measure import label as cc_label
+from skimage.segmentation import watershed
 
 __all__ = ["Candidates", "candidates", "image_score", "smooth"]
 
@@ -59,9 +63,9 @@ class Candidates:
     def mask(self, k: int) -> np.ndarray:
         """Boolean (H, W) mask of candidate ``k`` (needs ``return_masks=True``)."""
         if self.labels is None:
-            raise ValueError("masks were not kept: call candidates(..., return_masks=True).")
+            raise ValueError("masks were not kept: call candidates(..., return_masks=True)")
         if not 0 <= k < len(self):
-            raise IndexError(f"candidate {k} does not exist: there are {len(self)} candidates.")
+            raise IndexError(f"candidate {k} does not exist: there are {len(self)} candidates")
         return self.labels == k + 1
 
     def as_detections(self) -> np.ndarray:
@@ -70,7 +74,7 @@ class Candidates:
 
     def to_frame(self):
         """A pandas DataFrame with columns row, col, probability, area, seed_value."""
-        import pandas as pd
+        import pandas as pd  # lazy: pandas is heavy and only this display helper needs it
 
         return pd.DataFrame(
             {
@@ -88,20 +92,20 @@ def _check_map(prob_map, fov):
     if prob_map.ndim != 2 or min(prob_map.shape) == 0:
         raise ValueError(
             f"prob_map must be a non-empty 2-D (H, W) array, got shape {prob_map.shape}; "
-            "pass one probability map at a time."
+            "pass one probability map at a time"
         )
     if not np.all(np.isfinite(prob_map)):
-        raise ValueError("prob_map contains NaN or infinite values; fix the map before detection.")
+        raise ValueError("prob_map contains NaN or infinite values; fix the map before detection")
     if prob_map.min() < 0.0 or prob_map.max() > 1.0:
         raise ValueError(
             f"prob_map values must lie in [0, 1] (got {prob_map.min():.3g}..{prob_map.max():.3g}); "
-            "pass probabilities, not logits."
+            "pass probabilities, not logits"
         )
     if fov is not None:
         fov = np.asarray(fov)
         if fov.shape != prob_map.shape:
             raise ValueError(
-                f"fov has shape {fov.shape} but prob_map has {prob_map.shape}; they must match."
+                f"fov has shape {fov.shape} but prob_map has {prob_map.shape}; they must match"
             )
         fov = fov.astype(bool)
     return prob_map, fov
@@ -112,10 +116,8 @@ def smooth(prob_map: np.ndarray, sigma: float = 2.0) -> np.ndarray:
 
     Borders are handled by reflection (:func:`scipy.ndimage.gaussian_filter`, mode ``"reflect"``).
     """
-    from scipy import ndimage
-
     if not np.isfinite(sigma) or sigma < 0:
-        raise ValueError(f"sigma must be a finite number >= 0 pixels, got {sigma}.")
+        raise ValueError(f"sigma must be a finite number >= 0 pixels, got {sigma}")
     prob_map = np.asarray(prob_map, dtype=float)
     return ndimage.gaussian_filter(prob_map, sigma) if sigma > 0 else prob_map.copy()
 
@@ -129,7 +131,7 @@ def image_score(prob_map: np.ndarray, sigma: float = 2.0, fov: np.ndarray | None
     s = smooth(prob_map, sigma)
     if fov is not None:
         if not fov.any():
-            raise ValueError("fov is empty: no pixel to score.")
+            raise ValueError("fov is empty: no pixel to score")
         return float(s[fov].max())
     return float(s.max())
 
@@ -169,18 +171,13 @@ def candidates(
     Candidates
         One entry per seed, sorted by decreasing smoothed seed value (ties by row, then column).
     """
-    from scipy import ndimage
-    from skimage.feature import peak_local_max
-    from skimage.measure import label as cc_label
-    from skimage.segmentation import watershed
-
     prob_map, fov = _check_map(prob_map, fov)
     if int(min_distance) != min_distance or min_distance < 1:
-        raise ValueError(f"min_distance must be a whole number of pixels >= 1, got {min_distance}.")
+        raise ValueError(f"min_distance must be a whole number of pixels >= 1, got {min_distance}")
     if not 0.0 < region_fraction <= 1.0:
-        raise ValueError(f"region_fraction must lie in (0, 1], got {region_fraction}.")
+        raise ValueError(f"region_fraction must lie in (0, 1], got {region_fraction}")
     if not np.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold}.")
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
     smoothed = smooth(prob_map, sigma)
     h, w = smoothed.shape
     empty = Candidates(

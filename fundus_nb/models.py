@@ -61,17 +61,17 @@ class _PatchCNN(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(
                 f"{type(self).__name__} expects a torch.Tensor of shape (N, 3, {s}, {s}); got "
-                f"{type(x).__name__} (use patches.to_tensor or predict_proba for numpy input)."
+                f"{type(x).__name__} (use patches.to_tensor or predict_proba for numpy input)"
             )
         if x.ndim < 3 or tuple(x.shape[-3:]) != (3, s, s):
             raise ValueError(
                 f"{type(self).__name__} expects patches of shape (N, 3, {s}, {s}) in model scale "
-                f"(x/255); got shape {tuple(x.shape)}. Extract {s}x{s} RGB patches, channels first."
+                f"(x/255); got shape {tuple(x.shape)}; extract {s}x{s} RGB patches, channels first"
             )
         if not torch.is_floating_point(x):
             raise ValueError(
-                f"{type(self).__name__} expects float patches (uint8/255); got dtype {x.dtype}. "
-                "Convert with patches.to_tensor."
+                f"{type(self).__name__} expects float patches (uint8/255); got dtype {x.dtype}; "
+                "convert with patches.to_tensor"
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401
@@ -140,7 +140,7 @@ class SeSNet(_PatchCNN):
     def __init__(self, init: str = "default") -> None:
         super().__init__()
         if init not in ("default", "paper"):
-            raise ValueError(f"init must be 'default' or 'paper'; got {init!r}.")
+            raise ValueError(f"init must be 'default' or 'paper'; got {init!r}")
         self.init = init
         c = 32
         self.features = nn.Sequential(
@@ -178,7 +178,7 @@ def fully_connected_layers(model: nn.Module) -> list[nn.Linear]:
     if not layers:
         raise ValueError(
             f"{type(model).__name__} has no fully connected (nn.Linear) layers; use params='all' "
-            "or a model with an FC head such as LeNet or SeSNet."
+            "or a model with an FC head such as LeNet or SeSNet"
         )
     return layers
 
@@ -244,20 +244,20 @@ def predict_proba(
         float32 (N,) probabilities of the positive class (softmax of the logits, index 1).
     """
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive; got {batch_size}.")
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
     if isinstance(x, np.ndarray):
         if x.dtype == np.uint8:
             if x.ndim != 4 or x.shape[-1] != 3:
                 raise ValueError(
-                    f"uint8 patches must have shape (N, s, s, 3); got {x.shape}."
+                    f"uint8 patches must have shape (N, s, s, 3); got {x.shape}"
                 )
             x = to_tensor(x)
         else:
             x = torch.from_numpy(np.asarray(x, dtype=np.float32))
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor or numpy array; got {type(x).__name__}.")
+        raise TypeError(f"x must be a torch.Tensor or numpy array; got {type(x).__name__}")
     if x.ndim != 4:
-        raise ValueError(f"patches must be a batch of shape (N, 3, s, s); got shape {tuple(x.shape)}.")
+        raise ValueError(f"patches must be a batch of shape (N, 3, s, s); got shape {tuple(x.shape)}")
     dev = torch.device(device) if device is not None else device_of(model)
     out = []
     with eval_mode(model), torch.no_grad():
@@ -274,7 +274,7 @@ def predict_proba(
 # ----------------------------------------------------------------------------------------------
 
 
-def _dense_plan(model: nn.Module) -> "_DensePlan":
+def _dense_plan(model: nn.Module) -> _DensePlan:
     """Translate ``model.features`` + ``model.classifier`` into whole-image operations.
 
     The features become ``("conv", weight, bias, dilation)``, ``("relu",)`` and
@@ -289,7 +289,7 @@ def _dense_plan(model: nn.Module) -> "_DensePlan":
         if not hasattr(model, name):
             raise TypeError(
                 f"dense_probability_map needs a model with `features`, `classifier` and "
-                f"`patch_size` (like LeNet, SeSNet); {type(model).__name__} lacks `{name}`."
+                f"`patch_size` (like LeNet, SeSNet); {type(model).__name__} lacks `{name}`"
             )
     s = int(model.patch_size)
     with torch.no_grad():
@@ -305,7 +305,7 @@ def _dense_plan(model: nn.Module) -> "_DensePlan":
                     or m.groups != 1 or m.kernel_size[0] != m.kernel_size[1]:
                 raise NotImplementedError(
                     "dense_probability_map supports Conv2d with stride 1, no padding, no dilation, "
-                    f"square kernels and groups=1; got {m}."
+                    f"square kernels and groups=1; got {m}"
                 )
             k = m.kernel_size[0]
             plan.features.append(("conv", m.weight.detach(), _bias(m), d))
@@ -316,7 +316,7 @@ def _dense_plan(model: nn.Module) -> "_DensePlan":
             st = _pair1(m.stride if m.stride is not None else m.kernel_size)
             if st != k or _pair1(m.padding) != 0 or _pair1(m.dilation) != 1 or m.ceil_mode:
                 raise NotImplementedError(
-                    f"dense_probability_map supports MaxPool2d with stride == kernel; got {m}."
+                    f"dense_probability_map supports MaxPool2d with stride == kernel; got {m}"
                 )
             plan.features.append(("pool", k, d))
             extent += (k - 1) * d
@@ -327,18 +327,18 @@ def _dense_plan(model: nn.Module) -> "_DensePlan":
             continue  # identity in eval mode
         else:
             raise NotImplementedError(
-                f"dense_probability_map does not know how to make {type(m).__name__} dense."
+                f"dense_probability_map does not know how to make {type(m).__name__} dense"
             )
     linears: list[nn.Linear] = []
     relu_after: list[bool] = []
     for m in model.classifier:
         if isinstance(m, nn.Flatten):
             if linears:
-                raise NotImplementedError("nn.Flatten must come before the Linear layers.")
+                raise NotImplementedError("nn.Flatten must come before the Linear layers")
             flattened = True
         elif isinstance(m, nn.Linear):
             if not flattened:
-                raise NotImplementedError("the first Linear layer must follow an nn.Flatten.")
+                raise NotImplementedError("the first Linear layer must follow an nn.Flatten")
             linears.append(m)
             relu_after.append(False)
         elif isinstance(m, nn.ReLU) and linears:
@@ -348,13 +348,13 @@ def _dense_plan(model: nn.Module) -> "_DensePlan":
         else:
             raise NotImplementedError(
                 f"dense_probability_map does not know how to make {type(m).__name__} dense "
-                "in the classifier."
+                "in the classifier"
             )
     if not linears or linears[-1].out_features != 2 or relu_after[-1]:
-        raise NotImplementedError("the model must end in a Linear layer with 2 outputs (logits).")
+        raise NotImplementedError("the model must end in a Linear layer with 2 outputs (logits)")
     c, h, w = feat_shape
     if h != w:
-        raise NotImplementedError("dense_probability_map needs square feature maps.")
+        raise NotImplementedError("dense_probability_map needs square feature maps")
     plan.fc_kernel, plan.fc_in_channels, plan.fc_dilation = h, c, d
     extent += (h - 1) * d
     for i, m in enumerate(linears):
@@ -380,7 +380,7 @@ class _DensePlan:
         self.stride = 1
         self.extent = 1
 
-    def to(self, device: torch.device) -> "_DensePlan":
+    def to(self, device: torch.device) -> _DensePlan:
         """A copy with every tensor on ``device``."""
         out = _DensePlan()
         out.__dict__.update(self.__dict__)
@@ -425,7 +425,8 @@ class _DensePlan:
 
     def gather(self, feat: torch.Tensor, rows: int, cols: int, d: int) -> torch.Tensor:
         """(rows * cols, C * h * h) contiguous inputs of the first FC layer, in its flattened
-        (c, i, j) order, one row per pixel."""
+        (c, i, j) order, one row per pixel.
+        """
         h = self.fc_kernel
         c = feat.shape[0]
         hwc = feat.permute(1, 2, 0)  # (rows', cols', C) view
@@ -460,7 +461,7 @@ def _bias(m: nn.Module) -> torch.Tensor | None:
 def _pair1(v) -> int:
     if isinstance(v, (tuple, list)):
         if len(set(v)) != 1:
-            raise NotImplementedError(f"non-square pooling {v} is not supported.")
+            raise NotImplementedError(f"non-square pooling {v} is not supported")
         return int(v[0])
     return int(v)
 
@@ -483,23 +484,23 @@ def image_to_tensor(image: torch.Tensor | np.ndarray) -> torch.Tensor:
         if image.dtype == np.uint8:
             if image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(
-                    f"a uint8 image must be HxWx3 RGB; got shape {image.shape}. Convert grey "
-                    "or RGBA images to RGB first."
+                    f"a uint8 image must be HxWx3 RGB; got shape {image.shape}; convert grey "
+                    "or RGBA images to RGB first"
                 )
             return to_tensor(image[None])[0]
         image = torch.from_numpy(np.ascontiguousarray(image))
     if not isinstance(image, torch.Tensor):
-        raise TypeError(f"image must be a numpy array or torch.Tensor; got {type(image).__name__}.")
+        raise TypeError(f"image must be a numpy array or torch.Tensor; got {type(image).__name__}")
     if image.dtype == torch.uint8:
         if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"a uint8 image must be HxWx3 RGB; got shape {tuple(image.shape)}.")
+            raise ValueError(f"a uint8 image must be HxWx3 RGB; got shape {tuple(image.shape)}")
         return to_tensor(image[None])[0]
     if not torch.is_floating_point(image):
-        raise ValueError(f"image must be uint8 HxWx3 or float (3, H, W); got dtype {image.dtype}.")
+        raise ValueError(f"image must be uint8 HxWx3 or float (3, H, W); got dtype {image.dtype}")
     if image.ndim != 3 or image.shape[0] != 3:
         raise ValueError(
             f"a float image must be (3, H, W) in model scale (x/255, channels first); got shape "
-            f"{tuple(image.shape)}. For an HxWx3 uint8 photo pass it as uint8."
+            f"{tuple(image.shape)}; for an HxWx3 uint8 photo pass it as uint8"
         )
     return image.float()
 
@@ -507,7 +508,8 @@ def image_to_tensor(image: torch.Tensor | np.ndarray) -> torch.Tensor:
 def output_stride(model: nn.Module) -> int:
     """The network's natural output stride: the product of its pooling strides (4 for SeSNet
     and LeNet). ``dense_probability_map(..., stride=output_stride(model))`` is the network run as
-    trained over the whole image, 16x cheaper than the exact full-resolution map."""
+    trained over the whole image, 16x cheaper than the exact full-resolution map.
+    """
     return _dense_plan(model).stride
 
 
@@ -563,32 +565,31 @@ def dense_probability_map(
     if H < s or W < s:
         raise ValueError(
             f"image of {H}x{W} pixels is smaller than the model's {s}x{s} patch; use an image of "
-            f"at least {s}x{s} (e.g. preprocess.standardize to 512x512)."
+            f"at least {s}x{s} (e.g. preprocess.standardize to 512x512)"
         )
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)):
-        raise TypeError(f"stride must be an int (1 or {plan.stride}); got {type(stride).__name__}.")
+        raise TypeError(f"stride must be an int (1 or {plan.stride}); got {type(stride).__name__}")
     if stride not in (1, plan.stride):
         raise ValueError(
             f"stride must be 1 (exact map at every pixel) or the network's natural output stride "
-            f"{plan.stride}; got {stride}."
+            f"{plan.stride}; got {stride}"
         )
     fov_t = None
     if fov is not None:
         fov_t = torch.as_tensor(np.asarray(fov))
         if tuple(fov_t.shape) != (H, W):
             raise ValueError(
-                f"fov must be an HxW mask of the image's size {H}x{W}; got shape {tuple(fov_t.shape)}."
+                f"fov must be an HxW mask of the image's size {H}x{W}; got shape {tuple(fov_t.shape)}"
             )
         fov_t = fov_t.bool()
     if max_tile_mb <= 0:
-        raise ValueError(f"max_tile_mb must be positive; got {max_tile_mb}.")
+        raise ValueError(f"max_tile_mb must be positive; got {max_tile_mb}")
     dev = torch.device(device) if device is not None else default_device()
     plan = plan.to(dev)
     top = s // 2
     if stride != 1:
         return _strided_map(plan, x.to(dev), fov_t, top)
     extent = plan.extent
-    head_halo = (plan.fc_kernel - 1) * plan.fc_dilation
     bottom = extent - 1 - top  # >= 0 since extent <= s
     xp = F.pad(x.to(dev), (top, bottom, top, bottom))
     budget = max_tile_mb * 2**20

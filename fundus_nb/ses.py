@@ -14,10 +14,13 @@ Contents
 :func:`weighted_indices`
     Vectorised weighted sampling with replacement that works past 2**24 candidates
     (``torch.multinomial`` refuses more): float64 cumulative sums + ``np.searchsorted``.
-:func:`image_scores`, :func:`monitoring_az`, :func:`check_monitoring_split`
-    Image-level monitoring (score = maximum of the Gaussian-smoothed probability map in the FOV).
-:func:`plateau_epoch`
-    The documented rule that decides "epochs to converge" (the paper judged it by eye).
+:func:`lesion_centres`
+    One pixel per hemorrhage (the positive candidates of the paper's rule).
+
+Image-level monitoring (image scores, ``Monitor``, the plateau rule) lives in
+:mod:`fundus_nb.monitor`. Augmentation (one-pixel shifts of positives, flips of both classes) is
+drawn by the package's one hemorrhage engine, :func:`fundus_nb.patches.hemorrhage_augmentation`,
+with its one flip convention (bit 0 horizontal, bit 1 vertical).
 
 Border rule and model input scale follow ``docs/CONTRACTS.md``: images are zero-padded, the patch
 of size ``s`` centred at ``(r, c)`` covers rows ``r - s//2 .. r - s//2 + s - 1``, and patches enter
@@ -29,26 +32,29 @@ This module chooses samples only; it never imports ``train`` or ``metrics``.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+from scipy import ndimage
 
-from .patches import hemorrhage_negatives, hemorrhage_positives, pad_images
+from .models import dense_probability_map
+from .patches import (
+    flip_patches,
+    hemorrhage_augmentation,
+    hemorrhage_negatives,
+    hemorrhage_positives,
+    pad_images,
+    record_fov,
+    to_tensor,
+    window_view,
+)
 
 __all__ = [
     "SelectiveSampler",
     "lesion_centres",
     "weighted_indices",
-    "image_scores",
-    "image_labels",
-    "balanced_subset",
-    "check_monitoring_split",
-    "monitoring_az",
-    "Monitor",
-    "plateau_epoch",
     "refresh_due",
-    "epoch_seconds",
 ]
 
 
@@ -83,16 +89,16 @@ def weighted_indices(
     """
     weights = np.asarray(weights)
     if weights.ndim != 1 or weights.size == 0:
-        raise ValueError(f"weights must be a non-empty 1-D array, got shape {weights.shape}.")
+        raise ValueError(f"weights must be a non-empty 1-D array, got shape {weights.shape}")
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}.")
+        raise ValueError(f"n must be >= 0, got {n}")
     if cumulative is None:
         if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-            raise ValueError("weights must be finite and non-negative; check the probability maps.")
+            raise ValueError("weights must be finite and non-negative; check the probability maps")
         cumulative = np.cumsum(weights, dtype=np.float64)
     total = float(cumulative[-1])
     if not total > 0:
-        raise ValueError("all weights are zero: there is nothing to draw; use uniform sampling instead.")
+        raise ValueError("all weights are zero: there is nothing to draw; use uniform sampling instead")
     u = rng.random(n) * total
     idx = np.searchsorted(cumulative, u, side="right")
     # u < total always, but guard against rounding at the very top end.
@@ -107,7 +113,7 @@ def refresh_due(epochs_done: int, refresh_every: int) -> bool:
     1, 1 + k, 1 + 2k, ... (k = ``refresh_every``).
     """
     if refresh_every < 1:
-        raise ValueError(f"refresh_every must be >= 1, got {refresh_every}.")
+        raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
     return epochs_done >= 1 and (epochs_done - 1) % refresh_every == 0
 
 
@@ -115,31 +121,16 @@ def refresh_due(epochs_done: int, refresh_every: int) -> bool:
 # helpers on records
 
 
-def _fov_of(rec) -> np.ndarray:
-    fov = getattr(rec, "fov", None)
-    if fov is None:
-        from .preprocess import fov_mask  # noqa: PLC0415 (lazy: only for records without a FOV)
-
-        fov = fov_mask(rec.image)
-    fov = np.asarray(fov, dtype=bool)
-    if fov.shape != rec.image.shape[:2]:
-        raise ValueError(
-            f"image {rec.id!r}: FOV mask shape {fov.shape} differs from the image's {rec.image.shape[:2]}."
-        )
-    return fov
-
-
 def lesion_centres(rec) -> tuple[np.ndarray, np.ndarray]:
     """(rows, cols) int32 of one pixel per hemorrhage: the rounded reference centres, or, for a
-    record with a mask only, the rounded centroid of each connected component (8-connectivity)."""
+    record with a mask only, the rounded centroid of each connected component (8-connectivity).
+    """
     h, w = rec.image.shape[:2]
     centres = getattr(rec, "hemorrhage_centers", None)
     if centres is None or len(centres) == 0:
         mask = getattr(rec, "hemorrhage_mask", None)
         if mask is None or not np.any(mask):
             return np.zeros(0, np.int32), np.zeros(0, np.int32)
-        from scipy import ndimage  # noqa: PLC0415
-
         lab, n = ndimage.label(np.asarray(mask, bool), structure=np.ones((3, 3)))
         centres = np.asarray(ndimage.center_of_mass(np.ones_like(lab), lab, np.arange(1, n + 1)), float)
     rc = np.rint(np.asarray(centres, float).reshape(-1, 2)).astype(np.int64)
@@ -149,11 +140,11 @@ def lesion_centres(rec) -> tuple[np.ndarray, np.ndarray]:
 def _check_image(rec, patch_size: int) -> None:
     img = rec.image
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"image {rec.id!r} must be HxWx3 uint8, got shape {img.shape} dtype {img.dtype}.")
+        raise ValueError(f"image {rec.id!r} must be HxWx3 uint8, got shape {img.shape} dtype {img.dtype}")
     if min(img.shape[:2]) < patch_size:
         raise ValueError(
             f"image {rec.id!r} is {img.shape[0]}x{img.shape[1]}, smaller than the {patch_size}x{patch_size} "
-            "patch; standardize it to a larger size (preprocess.standardize_record) or use a smaller patch."
+            "patch; standardize it to a larger size (preprocess.standardize_record) or use a smaller patch"
         )
 
 
@@ -164,7 +155,7 @@ def _check_image(rec, patch_size: int) -> None:
 class _EpochBatches:
     """The mini-batches of one epoch: indices drawn up front, patches cut lazily per batch."""
 
-    def __init__(self, sampler: "SelectiveSampler", plan: dict[str, np.ndarray]):
+    def __init__(self, sampler: SelectiveSampler, plan: dict[str, np.ndarray]):
         self._sampler = sampler
         self._plan = plan
 
@@ -183,7 +174,7 @@ class _EpochBatches:
                     s._cut(p["neg_img"][sl], p["neg_r"][sl], p["neg_c"][sl], p["neg_flip"][sl]),
                 ]
             )
-            yield torch.from_numpy(x).float().div_(255.0), y
+            yield to_tensor(x, channels_first=True), y
 
 
 class SelectiveSampler:
@@ -247,20 +238,26 @@ class SelectiveSampler:
     ):
         records = list(records)
         if positives not in ("lesion", "pixel"):
-            raise ValueError(f"positives must be 'lesion' (draw a lesion, then its centre) or 'pixel'; got {positives!r}.")
+            raise ValueError(
+                f"positives must be 'lesion' (draw a lesion, then its centre) or 'pixel', got {positives!r}; "
+                "pass one of the two"
+            )
         self.positives = positives
         if not records:
-            raise ValueError("the training pool is empty; pass at least one positive and one negative image.")
+            raise ValueError("the training pool is empty; pass at least one positive and one negative image")
         if patch_size < 1:
-            raise ValueError(f"patch_size must be >= 1, got {patch_size}.")
+            raise ValueError(f"patch_size must be >= 1, got {patch_size}")
         if batch_size < 2 or batch_size % 2:
-            raise ValueError(f"batch_size must be an even number >= 2 (half positives, half negatives), got {batch_size}.")
+            raise ValueError(
+                f"batch_size must be an even number >= 2, got {batch_size}; "
+                "pass an even size (half positives, half negatives)"
+            )
         if batches_per_epoch < 1:
-            raise ValueError(f"batches_per_epoch must be >= 1, got {batches_per_epoch}.")
+            raise ValueError(f"batches_per_epoch must be >= 1, got {batches_per_epoch}")
         if refresh_every < 1:
-            raise ValueError(f"refresh_every must be >= 1, got {refresh_every}.")
+            raise ValueError(f"refresh_every must be >= 1, got {refresh_every}")
         if lesion_margin < 0:
-            raise ValueError(f"lesion_margin must be >= 0, got {lesion_margin}.")
+            raise ValueError(f"lesion_margin must be >= 0, got {lesion_margin}")
         self.records = records
         self.patch_size = int(patch_size)
         self.batch_size = int(batch_size)
@@ -274,21 +271,24 @@ class SelectiveSampler:
         for rec in records:
             _check_image(rec, self.patch_size)
         labels = [rec.has_hemorrhages for rec in records]
-        missing = [rec.id for rec, lab in zip(records, labels) if lab is None]
+        missing = [rec.id for rec, lab in zip(records, labels, strict=True) if lab is None]
         if missing:
             raise ValueError(
                 f"images {missing[:5]} have no hemorrhage reference (mask or centres); "
-                "SeS needs to know which images are hemorrhage-free."
+                "SeS needs to know which images are hemorrhage-free"
             )
         positives = [i for i, lab in enumerate(labels) if lab]
         negatives = [i for i, lab in enumerate(labels) if not lab]
         if not positives:
-            raise ValueError("the training pool has no image with hemorrhages, so there are no positive pixels to draw.")
+            raise ValueError(
+                "the training pool has no image with hemorrhages, so there are no positive pixels to draw; "
+                "add images with hemorrhages"
+            )
         if not negatives and not self.allow_lesion_images:
             raise ValueError(
                 "the training pool has no hemorrhage-free image to draw negatives from; pass "
                 "allow_lesion_images=True to take negatives from the FOV pixels of lesion images at least "
-                "lesion_margin px from any hemorrhage."
+                "lesion_margin px from any hemorrhage"
             )
 
         # positives: one centre per lesion, or every hemorrhage pixel (patches.hemorrhage_positives)
@@ -300,7 +300,9 @@ class SelectiveSampler:
         self.pos_image = np.concatenate(pos_img)
         self.pos_rc = np.concatenate(pos_rc)
         if self.pos_image.size == 0:
-            raise ValueError("the positive images hold no hemorrhage (no mask pixel, no centre); check their references.")
+            raise ValueError(
+                "the positive images hold no hemorrhage (no mask pixel, no centre); check their references"
+            )
 
         # negatives (patches.hemorrhage_negatives): per image, the flat indices of its candidates
         neg_img, neg_flat = [], []
@@ -309,7 +311,7 @@ class SelectiveSampler:
             if labels[i] and not self.allow_lesion_images:
                 continue
             r, c = hemorrhage_negatives(
-                rec, allow_lesion_images=self.allow_lesion_images, margin=self.lesion_margin, fov=_fov_of(rec)
+                rec, allow_lesion_images=self.allow_lesion_images, margin=self.lesion_margin, fov=record_fov(rec)
             )
             if r.size == 0:
                 continue
@@ -318,7 +320,9 @@ class SelectiveSampler:
             neg_img.append(np.full(flat.size, i, dtype=np.int32))
             neg_flat.append(flat)
         if not neg_flat:
-            raise ValueError("no negative candidate pixel remains (empty FOVs or lesions everywhere); check the FOV masks.")
+            raise ValueError(
+                "no negative candidate pixel remains (empty FOVs or lesions everywhere); check the FOV masks"
+            )
         self.neg_image = np.concatenate(neg_img)
         self.neg_flat = np.concatenate(neg_flat)
         self.weights = np.ones(self.neg_flat.size, dtype=np.float32)
@@ -331,9 +335,8 @@ class SelectiveSampler:
         self._widths = np.array([rec.image.shape[1] for rec in records], dtype=np.int64)
         self._padded = pad_images([rec.image for rec in records], self.patch_size)
         # (n, H, W, 3, s, s) view: [i, r, c] is the patch centred at (r, c) of image i, channels first
-        self._windows = np.lib.stride_tricks.sliding_window_view(
-            self._padded, (self.patch_size, self.patch_size), axis=(1, 2)
-        )
+        # (gathered straight into the model's layout: one pass fewer than gathering HWC patches)
+        self._windows = np.moveaxis(window_view(self._padded, self.patch_size), 5, 3)
         self._shapes = np.array([rec.image.shape[:2] for rec in records], dtype=np.int64)
 
     # ---------------------------------------------------------------------------------------------
@@ -373,9 +376,12 @@ class SelectiveSampler:
         """Replace the weights (one non-negative finite value per negative candidate)."""
         weights = np.asarray(weights, dtype=np.float32)
         if weights.shape != (self.n_negatives,):
-            raise ValueError(f"expected {self.n_negatives} weights (one per negative candidate), got shape {weights.shape}.")
+            raise ValueError(
+                f"expected {self.n_negatives} weights (one per negative candidate), got shape {weights.shape}; "
+                "pass one weight per candidate"
+            )
         if not np.all(np.isfinite(weights)) or np.any(weights < 0):
-            raise ValueError("weights must be finite and non-negative.")
+            raise ValueError("weights must be finite and non-negative")
         self.weights = weights
         self._cumulative = None
 
@@ -395,14 +401,14 @@ class SelectiveSampler:
         The new weights (also stored in :attr:`weights`).
         """
         if prob_map is None:
-            from .models import dense_probability_map as prob_map  # noqa: PLC0415
+            prob_map = dense_probability_map
         t0 = time.perf_counter()
         new = np.empty(self.n_negatives, dtype=np.float32)
         starts = np.searchsorted(self.neg_image, self.negative_images, side="left")
         ends = np.searchsorted(self.neg_image, self.negative_images, side="right")
-        for i, a, b in zip(self.negative_images, starts, ends):
+        for i, a, b in zip(self.negative_images, starts, ends, strict=True):
             rec = self.records[i]
-            pmap = prob_map(model, rec.image, _fov_of(rec))
+            pmap = prob_map(model, rec.image, record_fov(rec))
             pmap = pmap.detach().cpu().numpy() if isinstance(pmap, torch.Tensor) else np.asarray(pmap)
             new[a:b] = np.abs(0.0 - pmap.ravel()[self.neg_flat[a:b]])
         self.set_weights(new)
@@ -441,7 +447,7 @@ class SelectiveSampler:
         if not self._cumulative[-1] > 0:
             raise ValueError(
                 "every SeS weight is zero (the model gives p = 0 on all negatives): nothing is misclassified; "
-                "use selective=False or stop training."
+                "use selective=False or stop training"
             )
         return weighted_indices(self.weights, n, rng, cumulative=self._cumulative)
 
@@ -451,19 +457,13 @@ class SelectiveSampler:
         n = self.batches_per_epoch * (self.batch_size // 2)
         pos = rng.integers(0, self.n_positives, size=n)
         neg = self.draw_negatives(n, rng)
-        if self.augment:
-            shift = rng.integers(-1, 2, size=(n, 2))
-            pos_flip = rng.integers(0, 4, size=n)  # bit 0: horizontal, bit 1: vertical
-            neg_flip = rng.integers(0, 4, size=n)
+        pos_img = self.pos_image[pos]
+        pos_r, pos_c = self.pos_rc[pos, 0].astype(np.int64), self.pos_rc[pos, 1].astype(np.int64)
+        if self.augment:  # the package's hemorrhage engine: shifts, positive flips, negative flips
+            pos_r, pos_c, pos_flip, neg_flip = hemorrhage_augmentation(pos_r, pos_c, self._shapes[pos_img], n, rng)
         else:
-            shift = np.zeros((n, 2), dtype=np.int64)
             pos_flip = np.zeros(n, dtype=np.int64)
             neg_flip = np.zeros(n, dtype=np.int64)
-        pos_img = self.pos_image[pos]
-        h = self._shapes[pos_img, 0]
-        w = self._shapes[pos_img, 1]
-        pos_r = np.clip(self.pos_rc[pos, 0] + shift[:, 0], 0, h - 1)
-        pos_c = np.clip(self.pos_rc[pos, 1] + shift[:, 1], 0, w - 1)
         neg_rc = self.neg_rc(neg)
         plan = {
             "pos_img": pos_img, "pos_r": pos_r, "pos_c": pos_c, "pos_flip": pos_flip,
@@ -474,22 +474,16 @@ class SelectiveSampler:
         return plan
 
     def _cut(self, img: np.ndarray, r: np.ndarray, c: np.ndarray, flip: np.ndarray) -> np.ndarray:
-        """uint8 (n, 3, s, s) patches centred at (r, c) of images ``img``, flipped as ``flip`` says."""
-        x = self._windows[img, r, c]  # fancy indexing copies: (n, 3, s, s)
-        hf = (flip & 1).astype(bool)
-        vf = (flip & 2).astype(bool)
-        if hf.any():
-            x[hf] = x[hf][..., ::-1]
-        if vf.any():
-            x[vf] = x[vf][..., ::-1, :]
-        return x
+        """uint8 (n, 3, s, s) patches centred at (r, c) of images ``img``, flipped as the codes
+        ``flip`` say (``patches.flip_patches``: bit 0 horizontal, bit 1 vertical).
+        """
+        return flip_patches(self._windows[img, r, c], flip, channels_first=True)  # fancy indexing copies
 
     def patches(self, image_index: np.ndarray, rc: np.ndarray) -> torch.Tensor:
         """Model-scale float32 (n, 3, s, s) patches centred at ``rc`` of images ``image_index`` (no augmentation)."""
         image_index = np.asarray(image_index, dtype=np.int64)
         rc = np.asarray(rc, dtype=np.int64).reshape(-1, 2)
-        x = self._cut(image_index, rc[:, 0], rc[:, 1], np.zeros(len(rc), dtype=np.int64))
-        return torch.from_numpy(x).float().div_(255.0)
+        return to_tensor(self._windows[image_index, rc[:, 0], rc[:, 1]], channels_first=True)
 
     def batches(self, epoch: int, rng: np.random.Generator) -> _EpochBatches:
         """The ``train.fit`` contract: the mini-batches ``(x, y)`` of one epoch.
@@ -503,233 +497,3 @@ class SelectiveSampler:
         return _EpochBatches(self, self.plan_epoch(rng))
 
     __call__ = batches
-
-
-# --------------------------------------------------------------------------------------------------
-# monitoring
-
-
-def image_labels(records: Sequence) -> np.ndarray:
-    """1 for images with hemorrhages, 0 without; clear error when a record has no reference."""
-    labels = []
-    for rec in records:
-        lab = rec.has_hemorrhages
-        if lab is None:
-            raise ValueError(f"image {rec.id!r} has no hemorrhage reference; it cannot be in the monitoring split.")
-        labels.append(int(lab))
-    return np.asarray(labels, dtype=np.int64)
-
-
-def balanced_subset(records: Sequence, n: int) -> list:
-    """At most ``n`` records, half with hemorrhages and half without where there are enough.
-
-    Keeps the records' order inside each class; ``n = 0`` keeps them all. Used to cap the cost of
-    dense maps (monitoring and weight passes) on 2 CPU cores.
-    """
-    records = list(records)
-    if n < 0:
-        raise ValueError(f"n must be >= 0 (0 keeps every record), got {n}.")
-    if n == 0 or n >= len(records):
-        return records
-    y = image_labels(records).astype(bool)
-    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    k_pos = min(len(pos), max(n - len(neg), n // 2))
-    keep = np.sort(np.concatenate([pos[:k_pos], neg[: n - k_pos]]))
-    return [records[i] for i in keep]
-
-
-def check_monitoring_split(records: Sequence) -> np.ndarray:
-    """Labels of a monitoring split, after checking it is non-empty and holds both classes."""
-    records = list(records)
-    if not records:
-        raise ValueError("the monitoring split is empty; give it images with and without hemorrhages.")
-    y = image_labels(records)
-    if y.min() == y.max():
-        kind = "with" if y[0] else "without"
-        raise ValueError(
-            f"the monitoring split holds only images {kind} hemorrhages, so Az is undefined; "
-            "put images of both kinds in it (e.g. a stratified patient split)."
-        )
-    return y
-
-
-def image_scores(
-    model: torch.nn.Module,
-    records: Sequence,
-    sigma: float = 2.0,
-    *,
-    stride: int = 1,
-    prob_map: Callable | None = None,
-    return_maps: bool = False,
-):
-    """Image scores: maximum of the Gaussian-smoothed dense probability map inside the FOV.
-
-    Parameters
-    ----------
-    model : the network.
-    records : images to score (non-empty).
-    sigma : Gaussian scale in pixels of the run's images (our choice 2.0 at 512-px scale,
-        converted by ``preprocess.scale_length``; the paper's value was lost in its text); 0 means
-        no smoothing. The map is smoothed over the whole image (0 outside the FOV) and the
-        maximum is taken inside the FOV.
-    stride : 1 (exact map at every pixel) or the network's natural output stride
-        (``models.output_stride``, 4 for SeSNet): the map of every ``stride``-th pixel, 16x
-        cheaper, smoothed with ``sigma / stride`` on its own grid. Monitoring uses it: the image
-        score needs the map's maximum, not every pixel.
-    prob_map : optional ``f(model, image, fov) -> HxW`` (default ``models.dense_probability_map``);
-        only with ``stride=1``.
-    return_maps : also return the raw probability maps.
-
-    Returns
-    -------
-    (n,) float64 scores, and the list of maps when ``return_maps``.
-    """
-    from scipy.ndimage import gaussian_filter  # noqa: PLC0415
-
-    records = list(records)
-    if not records:
-        raise ValueError("no images to score; pass a non-empty list of records.")
-    if sigma < 0:
-        raise ValueError(f"sigma must be >= 0, got {sigma}.")
-    if stride != 1 and prob_map is not None:
-        raise ValueError("a custom prob_map gives full-resolution maps; use stride=1 with it.")
-    if prob_map is None:
-        from .models import dense_probability_map  # noqa: PLC0415
-
-        def prob_map(m, image, fov):
-            return dense_probability_map(m, image, fov, stride=stride)
-
-    scores = np.empty(len(records), dtype=np.float64)
-    maps = []
-    for k, rec in enumerate(records):
-        fov = _fov_of(rec)
-        pmap = prob_map(model, rec.image, fov)
-        pmap = pmap.detach().cpu().numpy() if isinstance(pmap, torch.Tensor) else np.asarray(pmap)
-        fov_k = fov[::stride, ::stride]
-        smooth = gaussian_filter(pmap.astype(np.float64), sigma / stride) if sigma > 0 else pmap.astype(np.float64)
-        scores[k] = smooth[fov_k].max() if fov_k.any() else 0.0
-        if return_maps:
-            maps.append(pmap)
-    return (scores, maps) if return_maps else scores
-
-
-def monitoring_az(
-    model: torch.nn.Module, records: Sequence, sigma: float = 2.0, *, stride: int = 1, prob_map: Callable | None = None
-):
-    """Image-level Az (ROC area, scikit-learn) on a monitoring split.
-
-    Returns
-    -------
-    (az, scores, labels)
-    """
-    from sklearn.metrics import roc_auc_score  # noqa: PLC0415
-
-    y = check_monitoring_split(records)
-    s = image_scores(model, records, sigma, stride=stride, prob_map=prob_map)
-    return float(roc_auc_score(y, s)), s, y
-
-
-class Monitor:
-    """``train.fit``'s ``eval_fn``: image-level Az on a monitoring split after each evaluation.
-
-    Parameters
-    ----------
-    records : monitoring images (non-empty, both classes; checked at once).
-    sigma : Gaussian scale of :func:`image_scores` (pixels of the run's images).
-    stride : map stride of :func:`image_scores` (1, or the natural output stride to save time).
-
-    Attributes
-    ----------
-    labels : (n,) int labels of the split.
-    scores : list of (n,) score arrays, one per call (for bootstrap CIs afterwards, e.g.
-        ``metrics.roc_auc_ci(monitor.labels, monitor.scores[k])``). A resumed run only holds the
-        calls made after the resume.
-    seconds : list of durations of each call.
-    """
-
-    def __init__(self, records: Sequence, sigma: float = 2.0, stride: int = 1):
-        self.records = list(records)
-        self.stride = int(stride)
-        self.labels = check_monitoring_split(self.records)
-        if sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}.")
-        self.sigma = float(sigma)
-        self.scores: list[np.ndarray] = []
-        self.seconds: list[float] = []
-
-    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
-        from sklearn.metrics import roc_auc_score  # noqa: PLC0415
-
-        t0 = time.perf_counter()
-        s = image_scores(model, self.records, self.sigma, stride=self.stride)
-        self.scores.append(s)
-        self.seconds.append(time.perf_counter() - t0)
-        return {"az": float(roc_auc_score(self.labels, s)), "monitor_seconds": self.seconds[-1]}
-
-
-def epoch_seconds(histories: Sequence) -> dict[str, float]:
-    """Mean seconds per epoch over the end-of-epoch records of ``train.fit`` histories, split into
-    ``training`` (batches and SGD steps), ``weight_pass`` (SeS weight refreshes, 0 on the epochs
-    without one and in NSeS runs) and ``monitoring`` (the monitoring maps)."""
-    rows = [e for h in histories for e in h.evals if e.get("epoch_end")]
-    if not rows:
-        raise ValueError("no end-of-epoch records: pass the histories train.fit returned after at least one epoch.")
-    return {
-        "training": float(np.mean([e.get("train_seconds", 0.0) for e in rows])),
-        "weight_pass": float(np.mean([e.get("weight_seconds", 0.0) for e in rows])),
-        "monitoring": float(np.mean([e.get("monitor_seconds", 0.0) for e in rows])),
-    }
-
-
-# --------------------------------------------------------------------------------------------------
-# convergence
-
-
-def plateau_epoch(az_history: Sequence[float], window: int = 5, tol: float = 0.01) -> int | None:
-    """Epochs to converge: when the monitoring Az reaches a stable maximum (our documented rule).
-
-    ``az_history[k]`` is the Az after ``k + 1`` epochs. The curve is first smoothed with a centred
-    moving average of ``window`` epochs (shrinking at the ends). The plateau epoch is the first
-    epoch ``e`` after which the smoothed curve never again rises more than ``tol`` above the best
-    smoothed value reached up to ``e``:
-
-        e* = min { e : max(m[e:]) <= max(m[:e]) + tol }   (1-based, m = smoothed Az)
-
-    The plateau must then be observed for at least ``window`` epochs (``e* <= n - window + 1``
-    counting epoch ``e*`` itself); otherwise the run ended before converging and the result is None.
-    A single noisy spike moves ``e*`` only through the moving average.
-
-    Parameters
-    ----------
-    az_history : monitoring Az after each epoch (at least ``window`` values, finite).
-    window : moving-average width and minimum plateau length, >= 1.
-    tol : rise below which the curve counts as flat, >= 0.
-
-    Returns
-    -------
-    The 1-based epoch count at which the plateau starts, or None when not reached.
-    """
-    a = np.asarray(az_history, dtype=np.float64)
-    if a.ndim != 1 or a.size == 0:
-        raise ValueError("az_history must be a non-empty 1-D sequence of Az values, one per epoch.")
-    if not np.all(np.isfinite(a)):
-        raise ValueError("az_history holds NaN or infinite values; pass the Az of every epoch.")
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}.")
-    if tol < 0:
-        raise ValueError(f"tol must be >= 0, got {tol}.")
-    n = a.size
-    if n < window:
-        return None
-    # centred moving average with shrinking ends
-    lo = np.maximum(np.arange(n) - (window - 1) // 2, 0)
-    hi = np.minimum(np.arange(n) + window // 2 + 1, n)
-    c = np.concatenate([[0.0], np.cumsum(a)])
-    m = (c[hi] - c[lo]) / (hi - lo)
-    best_so_far = np.maximum.accumulate(m)  # best up to and including e (0-based)
-    best_after = np.maximum.accumulate(m[::-1])[::-1]  # max of m[e:]
-    ok = best_after <= best_so_far + tol  # at index e: m[e:] includes m[e] <= best_so_far[e] trivially
-    e0 = int(np.argmax(ok))  # first True (ok[-1] is always True)
-    if e0 > n - window:
-        return None
-    return e0 + 1

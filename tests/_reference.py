@@ -7,6 +7,8 @@ be compared against it. Import them with ``from _reference import ...`` (pytest 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import nn
@@ -86,8 +88,12 @@ def hemorrhage_record(i: int, lesion: bool, size: int = 48, seed: int = 0, centr
                        hemorrhage_centers=centres, fov=fov, source="test")
 
 
+@functools.cache
 def spread_sesnet(seed: int = 0) -> nn.Module:
-    """An untrained SeSNet in eval mode whose probabilities spread over (0, 1) instead of ~0.5 everywhere."""
+    """An untrained SeSNet in eval mode whose probabilities spread over (0, 1) instead of ~0.5 everywhere.
+
+    One shared instance per seed (so brute-force maps are computed once per session); do not train it.
+    """
     from fundus_nb.models import SeSNet
 
     torch.manual_seed(seed)

@@ -17,8 +17,8 @@ from fundus_nb.models import (
     eval_mode,
     fully_connected_layers,
     fully_connected_parameters,
-    predict_proba,
     output_stride,
+    predict_proba,
     receptive_extent,
 )
 
@@ -40,7 +40,7 @@ def _brute_map_at(model: nn.Module, image: torch.Tensor, rows, cols) -> np.ndarr
     padded = torch.zeros(3, h + s, w + s)
     padded[:, s // 2 : s // 2 + h, s // 2 : s // 2 + w] = image
     # patch centred at r covers rows r - s//2 .. r - s//2 + s - 1 -> padded rows r .. r + s - 1
-    patches = torch.stack([padded[:, r : r + s, c : c + s] for r, c in zip(rows, cols)])
+    patches = torch.stack([padded[:, r : r + s, c : c + s] for r, c in zip(rows, cols, strict=True)])
     model.eval()
     with torch.no_grad():
         return _numpy_softmax1(model(patches))
@@ -51,7 +51,7 @@ def _test_pixels(h: int, w: int, n: int, seed: int):
     fixed = [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1), (0, w // 2), (h // 2, 0),
              (h - 1, w // 2), (h // 2, w - 1), (1, 1), (h - 2, w - 2)]  # fmt: skip
     border = [(0, c) for c in rng.integers(0, w, 20)] + [(r, w - 1) for r in rng.integers(0, h, 20)]
-    inner = list(zip(rng.integers(0, h, n), rng.integers(0, w, n)))
+    inner = list(zip(rng.integers(0, h, n), rng.integers(0, w, n), strict=True))
     pts = np.array(fixed + border + inner)
     return pts[:, 0], pts[:, 1]
 
@@ -81,7 +81,7 @@ def test_lenet_shapes_and_parameter_count():
     assert out.shape == (3, 2)
     expected = (3 * 25 * 20 + 20) + (20 * 25 * 50 + 50) + (50 * 9 * 9 * 500 + 500) + (500 * 2 + 2)
     assert _n_params(m) == expected
-    assert [l.out_features for l in m.fc_layers()] == [500, 2]
+    assert [layer.out_features for layer in m.fc_layers()] == [500, 2]
     assert m.fc_layers()[0] is m.fc1 and m.fc_layers()[1] is m.fc2
 
 
@@ -89,7 +89,7 @@ def test_sesnet_shapes_and_parameter_count():
     m = SeSNet()
     assert m.patch_size == 41
     assert m(torch.rand(2, 3, 41, 41)).shape == (2, 2)
-    convs = [l for l in m.modules() if isinstance(l, nn.Conv2d)]
+    convs = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)]
     assert len(convs) == 5 and all(c.out_channels == 32 and c.kernel_size == (3, 3) for c in convs)
     # feature map sizes 39 -> 19 -> 17 -> 8 -> 6 -> 4 -> 2 as PAPERS.md states
     assert tuple(m.features(torch.zeros(1, 3, 41, 41)).shape) == (1, 32, 2, 2)
@@ -103,7 +103,7 @@ def test_sesnet_paper_init_has_variance_005():
     w = m.fc1.weight.detach().numpy().ravel()  # 131072 draws
     assert abs(w.std() - math.sqrt(0.05)) < 0.01 * math.sqrt(0.05)
     assert abs(w.mean()) < 0.005
-    assert all(float(l.bias.detach().abs().max()) == 0.0 for l in fully_connected_layers(m))
+    assert all(float(layer.bias.detach().abs().max()) == 0.0 for layer in fully_connected_layers(m))
     d = SeSNet(init="default")
     assert d.fc1.weight.detach().std() < 0.5 * math.sqrt(0.05)  # Kaiming-uniform is much smaller
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
-
 from _reference import brute_patch, sliced_patch
+from scipy import ndimage
 
 from fundus_nb import patches as P
 from fundus_nb.data import FundusImage
+from fundus_nb.patches.augment import _FLIP_TO_D4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -191,10 +191,16 @@ def test_augment_flips_and_their_d4_equivalents():
     x = rng.integers(0, 256, (4, 5, 5, 3), dtype=np.uint8)
     code = np.array([0, 1, 2, 3])
     got = P.augment_flips(x, rng, code=code)
-    refs = [x[0], np.flip(x[1], 0), np.flip(x[2], 1), np.flip(np.flip(x[3], 0), 1)]
+    # the package's one convention: bit 0 = horizontal (columns reversed), bit 1 = vertical (rows)
+    assert (P.FLIP_HORIZONTAL, P.FLIP_VERTICAL) == (1, 2)
+    refs = [x[0], x[1][:, ::-1], x[2][::-1], x[3][::-1, ::-1]]
     for n in range(4):
         np.testing.assert_array_equal(got[n], refs[n])
-        np.testing.assert_array_equal(P.d4_transform(x[n : n + 1], P._FLIP_TO_D4[n])[0], refs[n])
+        np.testing.assert_array_equal(P.d4_transform(x[n : n + 1], _FLIP_TO_D4[n])[0], refs[n])
+    chw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    P.flip_patches(chw, code, channels_first=True)  # in place, same convention channel-first
+    np.testing.assert_array_equal(chw.transpose(0, 2, 3, 1), got)
+    np.testing.assert_array_equal(P.augment_flips(x, rng, code=np.zeros(4, int)), x)  # input untouched
 
 
 def test_random_shifts_are_one_pixel_and_clipped():
@@ -216,7 +222,8 @@ def test_exudate_positions_match_brute_force_distance():
     hem = disk(shape, (28, 26), 1)
     rec = make_record(ex=ex, hem=hem, centres=np.array([[30.2, 8.7]]))
     r, c = P.exudate_positives(rec)
-    assert r.dtype == np.int32 and set(zip(r.tolist(), c.tolist())) == set(zip(*np.nonzero(ex)))
+    assert r.dtype == np.int32
+    assert set(zip(r.tolist(), c.tolist(), strict=True)) == set(zip(*np.nonzero(ex), strict=True))
     margin = 5
     r, c = P.exudate_negatives(rec, margin=margin)
     lesion_pts = np.argwhere(ex | hem | (np.arange(40)[:, None] == 30) & (np.arange(40)[None] == 9))
@@ -226,7 +233,7 @@ def test_exudate_positions_match_brute_force_distance():
             d = np.sqrt(((lesion_pts - [i, j]) ** 2).sum(1)).min()
             if rec.fov[i, j] and d >= margin:
                 expect.add((i, j))
-    assert set(zip(r.tolist(), c.tolist())) == expect
+    assert set(zip(r.tolist(), c.tolist(), strict=True)) == expect
     assert len(expect) > 100
 
 
@@ -248,9 +255,9 @@ def test_hemorrhage_positives_mask_or_centres():
     shape = (40, 40)
     hem = disk(shape, (20, 20), 2)
     r, c = P.hemorrhage_positives(make_record(hem=hem))
-    assert set(zip(r.tolist(), c.tolist())) == set(zip(*np.nonzero(hem)))
+    assert set(zip(r.tolist(), c.tolist(), strict=True)) == set(zip(*np.nonzero(hem), strict=True))
     r, c = P.hemorrhage_positives(make_record(centres=np.array([[3.4, 7.6], [39.9, 0.2]])))
-    assert list(zip(r.tolist(), c.tolist())) == [(3, 8), (39, 0)]
+    assert list(zip(r.tolist(), c.tolist(), strict=True)) == [(3, 8), (39, 0)]
     with pytest.raises(ValueError, match="neither a hemorrhage mask"):
         P.hemorrhage_positives(make_record())
 
@@ -272,12 +279,12 @@ def test_hemorrhage_negatives_follow_the_ses_rule():
 
 def test_patchify_grid_and_fov():
     rows, cols = P.patchify((10, 14), 4, 3)
-    ref = [(t + 2, l + 2) for t in range(0, 7, 3) for l in range(0, 11, 3)]
-    assert list(zip(rows.tolist(), cols.tolist())) == ref
+    ref = [(t + 2, left + 2) for t in range(0, 7, 3) for left in range(0, 11, 3)]
+    assert list(zip(rows.tolist(), cols.tolist(), strict=True)) == ref
     fov = np.zeros((10, 14), bool)
     fov[:, :7] = True
     rows, cols = P.patchify(fov, 4, 3)
-    assert list(zip(rows.tolist(), cols.tolist())) == [p for p in ref if p[1] < 7]
+    assert list(zip(rows.tolist(), cols.tolist(), strict=True)) == [p for p in ref if p[1] < 7]
     assert P.patchify((10, 14, 3), 10, 1)[0].tolist() == [5] * 5
     with pytest.raises(ValueError, match="larger than the image"):
         P.patchify((10, 14), 11, 1)
@@ -347,9 +354,11 @@ def test_pool_ses_scheme_shifts_positives_only_and_flips_all():
     pool, ims, pos = small_pool("ses", s=5)
     idx = np.repeat(np.arange(6), 60)
     aug = pool.patches(idx, np.random.default_rng(1), augment=True)
+    def flips(p):
+        return {p.tobytes(), p[::-1].tobytes(), p[:, ::-1].tobytes(), p[::-1, ::-1].tobytes()}
+
     for n, i in enumerate(idx):
         k, r, c = pos[i]
-        flips = lambda p: {p.tobytes(), p[::-1].tobytes(), p[:, ::-1].tobytes(), p[::-1, ::-1].tobytes()}
         if pool.labels[i] == 1:
             allowed = set()
             for dr in (-1, 0, 1):
@@ -364,6 +373,27 @@ def test_pool_ses_scheme_shifts_positives_only_and_flips_all():
     assert len({a.tobytes() for a in aug[idx == 2]}) > 12
     # negatives only flipped: at most 4 versions
     assert len({a.tobytes() for a in aug[idx == 3]}) <= 4
+
+
+def test_pool_ses_scheme_draws_through_the_hemorrhage_engine():
+    """Replaying the engine with the same rng predicts every shift and flip of the "ses" scheme."""
+    pool, ims, pos = small_pool("ses", s=5)
+    idx = np.repeat(np.arange(6), 15)
+    aug = pool.patches(idx, np.random.default_rng(7), augment=True)
+    x, _ = pool.get_batch(idx, np.random.default_rng(7), augment=True)
+    assert torch.equal(x, P.to_tensor(aug))
+    p = pos[idx]
+    lab = pool.labels[idx] == 1
+    shapes = np.array([ims[k].shape[:2] for k in p[lab, 0]])
+    r, c, pf, nf = P.hemorrhage_augmentation(p[lab, 1], p[lab, 2], shapes, int((~lab).sum()), np.random.default_rng(7))
+    rows, cols, code = p[:, 1].copy(), p[:, 2].copy(), np.empty(len(idx), int)
+    rows[lab], cols[lab], code[lab], code[~lab] = r, c, pf, nf
+    for n in range(len(idx)):
+        ref = brute_patch(ims[p[n, 0]], rows[n], cols[n], 5)
+        ref = ref[:, ::-1] if code[n] & P.FLIP_HORIZONTAL else ref
+        ref = ref[::-1] if code[n] & P.FLIP_VERTICAL else ref
+        np.testing.assert_array_equal(aug[n], ref)
+    assert set(code.tolist()) == {0, 1, 2, 3}
 
 
 def test_pool_memory_and_validation():
@@ -554,7 +584,7 @@ def test_grid_pool_matches_brute_force_rule():
                     win = rec.exudate_mask[max(r - half, 0): r + half + 1, max(c - half, 0): c + half + 1]
                     want.append((k, r, c, int(win.any())))
     got = sorted(zip(pool.positions["image"].tolist(), pool.positions["row"].tolist(),
-                     pool.positions["col"].tolist(), pool.labels.tolist()))
+                     pool.positions["col"].tolist(), pool.labels.tolist(), strict=True))
     assert got == sorted(want)
     assert 0 < pool.labels.mean() < 0.5 and pool.size == 48
 

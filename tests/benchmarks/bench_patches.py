@@ -41,7 +41,8 @@ def standardized_images(n_images: int, size: int, seed: int):
         for k in range(n_images):
             ex = np.zeros((size, size), bool)
             ex[rng.integers(50, size - 50, 40)[:, None] + np.arange(4), rng.integers(50, size - 50, 40)[:, None]] = True
-            recs.append(FundusImage(id=str(k), patient_id=str(k), image_=rng.integers(0, 256, (size, size, 3), np.uint8),
+            image = rng.integers(0, 256, (size, size, 3), np.uint8)
+            recs.append(FundusImage(id=str(k), patient_id=str(k), image_=image,
                                     exudate_mask=ex, fov=fov))
         return recs, f"random images ({type(err).__name__}: synthetic generator unavailable)"
 

@@ -24,14 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fundus_nb import _io, data, models, patches, preprocess, ses, train
+from fundus_nb import _io, data, models, monitor, patches, preprocess, ses, train
 
 
 def training_images(size: int = 256, n_train: int = 32):
     raw = data.load("synthetic", n_patients=70)
     split = patches.split_by_patient(raw, (0.6, 0.2, 0.2), seed=0, stratify="has_hemorrhages",
                                      names=("train", "monitor", "test"))
-    recs = ses.balanced_subset([raw[i] for i in split["train"]], n_train)
+    recs = monitor.balanced_subset([raw[i] for i in split["train"]], n_train)
     recs = [preprocess.standardize_record(r, size=size) for r in recs]
     for r in recs:
         r.image = preprocess.contrast_enhance(r.image, fov=r.fov)
@@ -55,7 +55,8 @@ def probe_lr(lrs: list[float]) -> None:
 def weight_stride(run_dir: Path) -> None:
     params = json.loads((run_dir / "run.json").read_text())["notebooks"]["04_ses_hemorrhage"]["parameters"]
     recs = training_images(params["ses_image_size"], params["ses_max_train_images"])
-    ckpt = train.load_checkpoint(train.checkpoint_path(run_dir / "checkpoints" / "sesnet_ses_seed0", params["ses_epochs"]))
+    ckpt_dir = run_dir / "checkpoints" / "sesnet_ses_seed0"
+    ckpt = train.load_checkpoint(train.checkpoint_path(ckpt_dir, params["ses_epochs"]))
     model = models.SeSNet()
     model.load_state_dict(ckpt["model"])
     model.eval()
