@@ -81,8 +81,7 @@ def evaluate(model, x_val, y_val, grid: egl.GridSet) -> dict:
     specificity (threshold 0.5), validation-grid AP and the collapse flags of
     ``egl.degeneracy`` (one forward pass over the balanced patches serves both).
     """
-    x = torch.as_tensor(x_val) if not isinstance(x_val, np.ndarray) or x_val.dtype != np.uint8 else x_val
-    a, logits = egl._penultimate(model, egl._as_input(x).to(models.device_of(model)))
+    a, logits = egl.penultimate(model, egl.as_input(x_val).to(models.device_of(model)))
     p = torch.softmax(logits.double(), 1)[:, 1].cpu().numpy()
     out = {k: float(v) for k, v in metrics.patch_metrics(y_val, (p >= 0.5).astype(int)).items()}
     out["ap"] = metrics.grid_scores(grid.y, models.predict_proba(model, grid.x), weights=grid.weights)["ap"]
