@@ -129,3 +129,10 @@ def _brute_probability_map(model: nn.Module, image: np.ndarray, fov: np.ndarray 
         p = torch.cat([torch.softmax(model(x[i : i + 1024]), 1)[:, 1] for i in range(0, len(x), 1024)])
     p = p.numpy().reshape(h, w)
     return p if fov is None else np.where(fov, p, 0.0)
+
+
+def assert_one_sentence(exc: BaseException) -> str:
+    """The package's error style: one sentence saying what is wrong, then after '; ' how to fix it (no final period)."""
+    text = str(exc)
+    assert "; " in text and not text.endswith(".") and "\n" not in text, text
+    return text

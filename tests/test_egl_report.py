@@ -7,6 +7,7 @@ next to the selection runs they summarise.
 import numpy as np
 import pytest
 import torch
+from _reference import assert_one_sentence
 from sklearn.metrics import average_precision_score, f1_score
 
 from fundus_nb import egl, egl_report, models, patches
@@ -33,8 +34,7 @@ def test_good_settings_pass():
 def test_bad_settings_give_one_sentence_with_the_fix(change, error, match):
     with pytest.raises(error, match=match) as info:
         egl_report.check_settings(**{**GOOD, **change})
-    text = str(info.value)
-    assert "; " in text and not text.endswith(".") and "\n" not in text, text
+    assert_one_sentence(info.value)
 
 
 def test_evaluate_takes_uint8_patches_or_model_input_alike():

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _reference import sliced_patch
+from _reference import assert_one_sentence, sliced_patch
 
 from fundus_nb import data, egl, labelling, models, patches, preprocess
 from fundus_nb.labelling import LabellingLoop, mask_oracle
@@ -128,8 +128,7 @@ def _raises(error, match, call, *args, **kwargs):
     """``call`` raises ``error`` matching ``match`` in the package's style: one sentence, '; ' before the fix."""
     with pytest.raises(error, match=match) as info:
         call(*args, **kwargs)
-    text = str(info.value)
-    assert "; " in text and not text.endswith(".") and "\n" not in text, text
+    assert_one_sentence(info.value)
 
 
 def test_bad_input_gives_one_clear_sentence(records, tmp_path):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _reference import assert_one_sentence
 from scipy.stats import norm
 from sklearn.metrics import (
     average_precision_score,
@@ -175,13 +176,7 @@ def test_patch_metrics_against_sklearn():
 def test_bad_input_is_rejected(call, match):
     with pytest.raises(ValueError, match=match) as info:
         call()
-    _assert_one_sentence(info.value)
-
-
-def _assert_one_sentence(exc):
-    """The package's error style: one sentence, what is wrong, then after '; ' how to fix it."""
-    text = str(exc)
-    assert "; " in text and not text.endswith(".") and "\n" not in text, text
+    assert_one_sentence(info.value)
 
 
 @pytest.mark.parametrize(
@@ -316,7 +311,7 @@ def test_froc_bad_input(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match) as info:
         metrics.froc(**args)
-    _assert_one_sentence(info.value)
+    assert_one_sentence(info.value)
 
 
 def test_sensitivity_at_rejects_negative_rates():

@@ -17,6 +17,7 @@ import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+from _reference import assert_one_sentence  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from fundus_nb import data, models, preprocess, runs, widgets  # noqa: E402
@@ -147,12 +148,6 @@ def test_labelling_widget_answers_reach_the_labels_file(interactive_run):
 # ----------------------------------------------------------------------------------------------
 # the drawing functions under the widgets, headless and fast (no notebook run)
 # ----------------------------------------------------------------------------------------------
-def _one_sentence(exc) -> str:
-    text = str(exc)
-    assert "; " in text and not text.endswith(".") and "\n" not in text, text
-    return text
-
-
 def test_patch_grid_shows_each_patch_as_it_is_and_rejects_bad_input():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (5, 9, 9, 3), dtype=np.uint8)
@@ -165,10 +160,10 @@ def test_patch_grid_shows_each_patch_as_it_is_and_rejects_bad_input():
     plt.close(fig)
     with pytest.raises(ValueError, match="got 1 titles for 5 patches") as info:
         widgets.plot_patch_grid(x, ["a"])
-    _one_sentence(info.value)
+    assert_one_sentence(info.value)
     with pytest.raises(ValueError, match="non-empty") as info:
         widgets.plot_patch_grid(x[..., 0])
-    _one_sentence(info.value)
+    assert_one_sentence(info.value)
 
 
 def test_plot_positions_subsamples_each_kind_and_checks_max_points():
@@ -182,10 +177,10 @@ def test_plot_positions_subsamples_each_kind_and_checks_max_points():
     plt.close(fig)
     with pytest.raises(ValueError, match="max_points must be >= 1") as info:
         widgets.plot_positions(img, {}, max_points=0)
-    _one_sentence(info.value)
+    assert_one_sentence(info.value)
     with pytest.raises(TypeError, match="max_points must be an integer") as info:
         widgets.plot_positions(img, {}, max_points=2.5)
-    _one_sentence(info.value)
+    assert_one_sentence(info.value)
 
 
 def test_labelling_view_outlines_the_proposals_and_curve_follows_the_history(tmp_path):
@@ -194,7 +189,7 @@ def test_labelling_view_outlines_the_proposals_and_curve_follows_the_history(tmp
     loop = LabellingLoop(models.LeNet(), recs, tmp_path / "run", stride=64, image_stride=128, k=3)
     with pytest.raises(ValueError, match="no image chosen yet") as info:
         widgets.plot_labelling_view(loop)
-    _one_sentence(info.value)
+    assert_one_sentence(info.value)
     props = loop.propose()
     fig = widgets.plot_labelling_view(loop)
     boxes = [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
