@@ -7,6 +7,7 @@ The whole series runs once (module-scoped fixture) through the main job's runner
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,11 @@ def test_notebook_follows_the_conventions(path):
         assert common in params, f"{path.name} must declare {common!r}"
     assert any(c.cell_type == "markdown" and "learned" in c.source.lower() for c in nb.cells[-3:]), (
         f"{path.name} must end with what was learned"
+    )
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert not re.search(r"\b_io\b", code), (
+        f"{path.name} uses the private fundus_nb._io; call fundus_nb.seed_everything / fundus_nb.default_device "
+        "and runs.save_model / runs.save_split instead"
     )
 
 
