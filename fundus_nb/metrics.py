@@ -784,7 +784,7 @@ def grid_scores(
         )
     out = {
         "ap": float(average_precision_score(y, p, sample_weight=w)) if y.any() else None,
-        "prevalence": float(np.sum(w * y) / np.sum(w)),
+        "prevalence": float(np.average(y, weights=w)),
     }
     if kinds is not None:
         kinds = np.asarray(kinds).ravel()
@@ -792,7 +792,6 @@ def grid_scores(
         fp = {}
         for code, name in enumerate(names):
             m = (kinds == code) & (y == 0)
-            share = float(np.sum(w[m] * (p[m] >= threshold)) / np.sum(w[m])) if m.any() else None
-            fp["plain" if code == 0 else name] = share
+            fp["plain" if code == 0 else name] = float(np.average(p[m] >= threshold, weights=w[m])) if m.any() else None
         out["fp_rate"] = fp
     return out
