@@ -17,19 +17,11 @@ def pool():
     return [hemorrhage_record(i, lesion) for i, lesion in enumerate((True, False, True, False))]
 
 
-@pytest.fixture(scope="module")
-def model():
-    return spread_sesnet()
-
-
-def brute_map(model, rec):
-    return brute_probability_map(model, rec.image, rec.fov)
-
-
-def test_image_scores_and_monitoring_az(pool, model):
+def test_image_scores_and_monitoring_az(pool):
+    model = spread_sesnet()
     scores, maps = monitor.image_scores(model, pool, sigma=1.5, return_maps=True)
     for k, rec in enumerate(pool):
-        ref = brute_map(model, rec)
+        ref = brute_probability_map(model, rec.image, rec.fov)
         np.testing.assert_allclose(maps[k], ref, atol=1e-5)
         assert scores[k] == pytest.approx(gaussian_filter(ref.astype(np.float64), 1.5)[rec.fov].max(), abs=1e-5)
     mon = monitor.Monitor(pool, sigma=1.5)
@@ -51,11 +43,12 @@ def test_image_scores_and_monitoring_az(pool, model):
         monitor.image_scores(model, [hemorrhage_record(5, False, size=30)])
 
 
-def test_image_scores_at_the_natural_stride(pool, model):
+def test_image_scores_at_the_natural_stride(pool):
+    model = spread_sesnet()
     """stride=4: the brute-force map of every 4th pixel, smoothed with sigma / 4, max in the FOV."""
     scores = monitor.image_scores(model, pool, sigma=2.0, stride=4)
     for k, rec in enumerate(pool):
-        coarse = brute_map(model, rec)[::4, ::4].astype(np.float64)
+        coarse = brute_probability_map(model, rec.image, rec.fov)[::4, ::4].astype(np.float64)
         want = gaussian_filter(coarse, 0.5)[rec.fov[::4, ::4]].max()
         assert scores[k] == pytest.approx(want, abs=1e-5)
     mon = monitor.Monitor(pool, sigma=2.0, stride=4)
@@ -115,7 +108,8 @@ def test_epoch_seconds_means_the_epoch_end_records():
         monitor.epoch_seconds([History()])
 
 
-def test_image_scores_are_lesions_image_score_and_records_without_fov(pool, model):
+def test_image_scores_are_lesions_image_score_and_records_without_fov(pool):
+    model = spread_sesnet()
     """The score is lesions.image_score of the map; a record without a stored FOV gets preprocess.fov_mask's."""
     import dataclasses
 

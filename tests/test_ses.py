@@ -205,27 +205,20 @@ def test_ses_negatives_follow_weights_nses_uniform(pool):
 
 
 # ------------------------------------------------------------------------------ model-based parts
-@pytest.fixture(scope="module")
-def model():
-    return spread_sesnet()
-
-
-def brute_map(model, rec):
-    return brute_probability_map(model, rec.image, rec.fov)
-
-
-def test_update_weights_are_model_probabilities(pool, model):
+def test_update_weights_are_model_probabilities(pool):
+    model = spread_sesnet()
     sp = ses.SelectiveSampler(pool, batch_size=4, batches_per_epoch=1)
     assert np.all(sp.weights == 1.0)
     sp.update_weights(model)
     for i in sp.negative_images:
-        ref = brute_map(model, pool[i])
+        ref = brute_probability_map(model, pool[i].image, pool[i].fov)
         sel = sp.neg_image == i
         rc = sp.neg_rc(np.flatnonzero(sel))
         np.testing.assert_allclose(sp.weights[sel], ref[rc[:, 0], rc[:, 1]], atol=1e-5)
     assert sp.weights.std() > 1e-3 and sp.n_updates == 1
     hm = sp.weight_map(1)
-    np.testing.assert_allclose(hm[pool[1].fov], brute_map(model, pool[1])[pool[1].fov], atol=1e-5)
+    fov1 = pool[1].fov
+    np.testing.assert_allclose(hm[fov1], brute_probability_map(model, pool[1].image, fov1)[fov1], atol=1e-5)
     assert np.all(hm[~pool[1].fov] == 0)
     # refresh schedule through the hook: SeS refreshes after epoch 1, NSeS never
     # (fit's epoch is 0-based: epoch 0 ends with 1 epoch done)

@@ -8,16 +8,9 @@ import numpy as np
 import torch
 
 from ..data import FundusImage
+from . import positions
 from .augment import _D4_PARTS_ARRAY, _FLIP_TO_D4, d4_transform, hemorrhage_augmentation, random_flips
-from .positions import (
-    EXUDATE_PATCH,
-    HEMORRHAGE_PATCH,
-    POSITION_DTYPE,
-    exudate_negatives,
-    exudate_positives,
-    hemorrhage_negatives,
-    hemorrhage_positives,
-)
+from .positions import EXUDATE_PATCH, HEMORRHAGE_PATCH, POSITION_DTYPE
 from .windows import _as_image_list, _check_positions, pad_images, to_tensor, window_view
 
 #: Augmentation schemes understood by :meth:`PatchPool.get_batch`.
@@ -341,7 +334,8 @@ def _subsample(rows, cols, limit, rng):
     return rows[keep], cols[keep]
 
 
-def _build_pool(records, pos_fn, neg_fn, size, scheme, max_pos, max_neg, seed, what) -> PatchPool:
+def _build_pool(records, pos_fn, neg_fn, size, scheme, max_pos, max_neg, seed, what, no_negatives) -> PatchPool:
+    """A pool of every position ``pos_fn`` / ``neg_fn`` give (subsampled per image); fails when a class is empty."""
     records = list(records)
     if not records:
         raise ValueError(f"no records given: a {what} pool needs at least one standardized image")
@@ -359,7 +353,16 @@ def _build_pool(records, pos_fn, neg_fn, size, scheme, max_pos, max_neg, seed, w
     pos["row"] = np.concatenate(parts_r)
     pos["col"] = np.concatenate(parts_c)
     labels = np.concatenate(parts_y)
-    return PatchPool([r.image for r in records], pos, labels, size, scheme, [r.id for r in records])
+    pool = PatchPool([r.image for r in records], pos, labels, size, scheme, [r.id for r in records])
+    counts = pool.class_counts()
+    if counts[1] == 0:
+        raise ValueError(
+            f"none of the {pool.n_images} images has {what} pixels, so there are no positive patches; "
+            f"add images with {what}s"
+        )
+    if counts[0] == 0:
+        raise ValueError(no_negatives)
+    return pool
 
 
 def exudate_pool(
@@ -372,23 +375,15 @@ def exudate_pool(
 ) -> PatchPool:
     """Exudate (1) / healthy (0) pool over standardized records, augmented with D4 by default.
 
-    Every exudate pixel is a positive; healthy positions come from :func:`exudate_negatives`.
+    Every exudate pixel is a positive; healthy positions come from :func:`.exudate_negatives`.
     ``max_*_per_image`` subsample uniformly (seeded) so a pool stays small; None keeps all.
     Raises ValueError when no image has exudates.
     """
-    pool = _build_pool(
-        records, exudate_positives, lambda r: exudate_negatives(r, margin=margin), size, "d4",
+    return _build_pool(
+        records, positions.exudate_positives, lambda r: positions.exudate_negatives(r, margin=margin), size, "d4",
         max_positives_per_image, max_negatives_per_image, seed, "exudate",
+        f"no healthy positions at least {margin} px from lesions; lower margin",
     )
-    counts = pool.class_counts()
-    if counts[1] == 0:
-        raise ValueError(
-            f"none of the {pool.n_images} images has exudate pixels, so there are no positive patches; "
-            "add images with exudates"
-        )
-    if counts[0] == 0:
-        raise ValueError(f"no healthy positions at least {margin} px from lesions; lower margin")
-    return pool
 
 
 def hemorrhage_pool(
@@ -403,7 +398,7 @@ def hemorrhage_pool(
     """Hemorrhage (1) / normal (0) pool following the SeS rules (scheme ``"ses"``).
 
     Negatives come only from images without hemorrhages unless ``allow_lesion_images`` (see
-    :func:`hemorrhage_negatives`). Raises ValueError when no image has hemorrhages, or when no image
+    :func:`.hemorrhage_negatives`). Raises ValueError when no image has hemorrhages, or when no image
     is hemorrhage-free and the option is off (e.g. IDRiD: pass ``allow_lesion_images=True``).
     """
     records = list(records)
@@ -414,19 +409,11 @@ def hemorrhage_pool(
             "hemorrhage-free images; for datasets without such images (IDRiD) pass "
             "allow_lesion_images=True to take negatives away from hemorrhages by `margin` px"
         )
-    pool = _build_pool(
-        records, hemorrhage_positives,
-        lambda r: hemorrhage_negatives(r, allow_lesion_images=allow_lesion_images, margin=margin),
+    return _build_pool(
+        records, positions.hemorrhage_positives,
+        lambda r: positions.hemorrhage_negatives(r, allow_lesion_images=allow_lesion_images, margin=margin),
         size, "ses", max_positives_per_image, max_negatives_per_image, seed, "hemorrhage",
+        "no negative positions were found; check the FOV masks or lower margin",
     )
-    counts = pool.class_counts()
-    if counts[1] == 0:
-        raise ValueError(
-            f"none of the {pool.n_images} images has hemorrhages, so there are no positive patches; "
-            "add images with hemorrhages"
-        )
-    if counts[0] == 0:
-        raise ValueError("no negative positions were found; check the FOV masks or lower margin")
-    return pool
 
 

@@ -182,12 +182,12 @@ def hemorrhage_negatives(
     margin : float
         Distance in pixels from hemorrhages when ``allow_lesion_images`` (default 20 = 41 // 2).
     fov : np.ndarray, optional
-        Overrides ``rec.fov``.
+        Field of view used instead of ``rec.fov``.
 
     Returns
     -------
     rows, cols : np.ndarray
-        int32 arrays.
+        int32 arrays, empty for an image with hemorrhages unless ``allow_lesion_images``.
     """
     inside = _fov_of(rec, fov)
     has = rec.has_hemorrhages

@@ -97,14 +97,14 @@ def windows(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, size: int) ->
     image : np.ndarray
         One HxWx3 uint8 image.
     rows, cols : np.ndarray
-        Centre pixels (inside the image).
+        Centre pixels, inside the image; patch ``i`` is centred at ``(rows[i], cols[i])``.
     size : int
-        Patch side in pixels.
+        Patch side in pixels (at most the image's side).
 
     Returns
     -------
     np.ndarray
-        uint8 array ``(N, size, size, 3)``.
+        uint8 ``(N, size, size, 3)``: :func:`extract` of this one image.
     """
     return extract(image, 0, rows, cols, size)
 
