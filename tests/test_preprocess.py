@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+from _reference import disc
 from scipy import ndimage as ndi
 from skimage import data as skdata
 from skimage import io as skio
@@ -23,12 +24,6 @@ from fundus_nb import preprocess as pp
 def iou(a, b):
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     return (a & b).sum() / (a | b).sum()
-
-
-def disc_truth(shape, cy, cx, r):
-    """Brute-force reference disc: every pixel centre within r of (cy, cx)."""
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
 
 
 def fake_fundus(seed, h=480, w=640, r=None, cy=None, cx=None, dark=False, notch=True):
@@ -202,9 +197,9 @@ def test_fit_circle_without_outliers_is_the_kasa_least_squares_circle():
 def test_fit_circle_agrees_with_a_seeded_ransac_on_a_notched_clipped_fov():
     # the robust trimming is kept instead of skimage.measure.ransac (no threshold, no seed): same circle
     h, w, cy, cx, r = 300, 420, 151.0, 205.0, 170.0
-    mask = disc_truth((h, w), cy, cx, r)
+    mask = disc(h, w, cy, cx, r)
     mask[20:60, 300:380] = True  # a tab outside the circle
-    mask &= ~disc_truth((h, w), cy - 160.0, cx + 20.0, 25.0)  # a notch cut into the rim
+    mask &= ~disc(h, w, cy - 160.0, cx + 20.0, 25.0)  # a notch cut into the rim
     pr, pc = pp._boundary_points(mask)
     ours = pp._fit_circle(pr, pc)
     model, inliers = ransac(np.column_stack([pr, pc]), CircleModel, min_samples=3, residual_threshold=1.0,
@@ -219,14 +214,14 @@ def test_disc_is_the_brute_force_disc_with_its_boundary():
     for _ in range(20):
         shape = (int(rng.integers(5, 60)), int(rng.integers(5, 60)))
         cy, cx, r = rng.uniform(-5, 60), rng.uniform(-5, 60), rng.uniform(0.5, 40)
-        np.testing.assert_array_equal(pp._disc(shape, cy, cx, r), disc_truth(shape, cy, cx, r))
+        np.testing.assert_array_equal(pp._disc(shape, cy, cx, r), disc(*shape, cy, cx, r))
     assert pp._disc((11, 11), 5, 5, 3)[5, 8]  # a pixel centre exactly on the circle is inside
 
 
 # ----------------------------------------------------------------------------- crop
 def test_crop_to_fov_is_square_centred_and_padded():
     h, w, cy, cx, r = 300, 500, 148.0, 260.0, 180.0  # clipped at top and bottom
-    truth = disc_truth((h, w), cy, cx, r)
+    truth = disc(h, w, cy, cx, r)
     image = np.zeros((h, w, 3), np.uint8)
     image[truth] = (200, 100, 50)
     crop = pp.crop_to_fov(image, truth)
@@ -239,7 +234,7 @@ def test_crop_to_fov_is_square_centred_and_padded():
     cmask = pp.crop_to_fov(truth, truth)
     rows, cols = np.arange(side)[:, None] + top, np.arange(side)[None, :] + left
     in_frame = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    np.testing.assert_array_equal(cmask, disc_truth((side, side), cy - top, cx - left, r) & in_frame)
+    np.testing.assert_array_equal(cmask, disc(side, side, cy - top, cx - left, r) & in_frame)
     ccy, ccx, cr = pp.fov_circle(cmask)  # the padded, clipped crop still gives the same circle
     assert abs(ccy - (cy - top)) < 0.5 and abs(ccx - (cx - left)) < 0.5 and abs(cr - r) < 0.5
     # rows above the frame are black padding; the FOV pixels are all kept
@@ -301,11 +296,11 @@ def _record(image, **kw):
 
 def test_standardize_record_keeps_lesions_aligned():
     h, w, cy, cx, r = 400, 520, 200.0, 250.0, 190.0
-    fov = disc_truth((h, w), cy, cx, r)
+    fov = disc(h, w, cy, cx, r)
     image = np.zeros((h, w, 3), np.uint8)
     image[fov] = (190, 90, 40)
     lesion_c = np.array([150.0, 300.0])
-    lesion = disc_truth((h, w), *lesion_c, 12)
+    lesion = disc(h, w, *lesion_c, 12)
     centers = np.array([lesion_c, [260.0, 180.0]])
     rec = _record(image, exudate_mask=lesion, hemorrhage_centers=centers, fov=fov, grade=2)
     size = 190
@@ -323,7 +318,7 @@ def test_standardize_record_keeps_lesions_aligned():
     np.testing.assert_allclose(got, expect, atol=0.5)
     np.testing.assert_allclose(out.hemorrhage_centers, (centers - [top, left] + 0.5) * s - 0.5, atol=1e-9)
     assert abs(out.exudate_mask.sum() - lesion.sum() * s * s) <= 0.15 * lesion.sum() * s * s
-    assert iou(out.fov, disc_truth((size, size), (size - 1) / 2, (size - 1) / 2, size / 2)) > 0.98
+    assert iou(out.fov, disc(size, size, (size - 1) / 2, (size - 1) / 2, size / 2)) > 0.98
     # the original record is unchanged
     assert rec.image.shape == (h, w, 3) and rec.exudate_mask.shape == (h, w)
 

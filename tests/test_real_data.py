@@ -150,7 +150,7 @@ def test_standardize_cache_key_follows_files_and_edits(idrid_root, tmp_path, mon
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     k2 = preprocess._record_cache_path(data.load(IDRID, root=copy_root)[0], 64)
     assert k1 is not None and k2 is not None and k1 != k2
-    with pytest.raises(ValueError, match="cache must be True or False"):
+    with pytest.raises(TypeError, match="cache must be True or False"):
         preprocess.standardize_record(rec, 64, cache="yes")
 
 

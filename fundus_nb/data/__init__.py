@@ -29,7 +29,7 @@ from .loaders import (
     load_messidor,
     load_skimage_retina,
 )
-from .record import FundusImage, centers_from_mask
+from .record import LAZY_FIELDS, FundusImage, centers_from_mask
 from .synthetic import (
     CATEGORY_FRACTIONS,
     CONFOUNDER_KINDS,
@@ -46,6 +46,7 @@ __all__ = [
     "DATASETS",
     "GENERATOR_VERSION",
     "IMAGE_EXTENSIONS",
+    "LAZY_FIELDS",
     "SYNTHETIC_DEFAULTS",
     "FundusImage",
     "centers_from_mask",
