@@ -160,7 +160,7 @@ def _json_default(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON; convert it to a number, string, list or dict first")
 
 
 def largest_remainder(n: int, fractions) -> np.ndarray:

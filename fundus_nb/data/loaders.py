@@ -138,7 +138,7 @@ def _found(folder: Path) -> str:
 def _layout_error(dataset: str, parent: Path, missing: str, expected: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"{dataset} layout not found: folder {missing!r} is missing in {str(parent)!r} (expected {expected}); "
-        f"found {_found(parent)}. Point root at the dataset's top folder (see data/README.md)"
+        f"found {_found(parent)}; point root at the dataset's top folder (see data/README.md)"
     )
 
 
