@@ -67,10 +67,11 @@ def flip_patches(patches: np.ndarray, code: np.ndarray, *, channels_first: bool 
     """
     code = np.asarray(code)
     rows, cols = (2, 3) if channels_first else (1, 2)
-    for bit, axis in ((FLIP_HORIZONTAL, cols), (FLIP_VERTICAL, rows)):
-        sel = (code & bit).astype(bool)
-        if sel.any():
-            patches[sel] = np.flip(patches[sel], axis=axis)
+    for g in (FLIP_HORIZONTAL, FLIP_VERTICAL, FLIP_HORIZONTAL | FLIP_VERTICAL):  # one pass per group
+        sel = np.flatnonzero(code == g)
+        if sel.size:
+            axes = tuple(ax for bit, ax in ((FLIP_HORIZONTAL, cols), (FLIP_VERTICAL, rows)) if g & bit)
+            patches[sel] = np.flip(patches[sel], axis=axes)
     return patches
 
 

@@ -184,13 +184,12 @@ def to_tensor(patches: np.ndarray | torch.Tensor, *, channels_first: bool = Fals
             f"to_tensor expects uint8 patches of shape {layout}, got dtype {x.dtype} shape "
             f"{x.shape}; use windows(...) or extract(...), or add a batch axis with patches[None]"
         )
-    if channels_first:
-        # numpy, not torch, allocates the float batch: glibc reuses its freed heap blocks, while
-        # torch's fresh buffers page-fault on every batch (5x slower on one core)
-        return torch.from_numpy(np.divide(x, np.float32(255.0), dtype=np.float32))
-    # one cast-and-transpose pass into the NCHW buffer, then an exact in-place division by 255
-    out = np.empty((x.shape[0], 3, x.shape[1], x.shape[2]), dtype=np.float32)
-    out[...] = x.transpose(0, 3, 1, 2)
+    # one cast (and transpose) pass into the NCHW buffer, then an exact in-place division by 255;
+    # numpy, not torch, allocates the float batch: glibc reuses its freed heap blocks, while
+    # torch's fresh buffers page-fault on every batch (5x slower on one core)
+    out = np.empty((x.shape[0], 3, x.shape[-2], x.shape[-1]) if channels_first else
+                   (x.shape[0], 3, x.shape[1], x.shape[2]), dtype=np.float32)
+    out[...] = x if channels_first else x.transpose(0, 3, 1, 2)
     np.divide(out, np.float32(255.0), out=out)
     return torch.from_numpy(out)
 
