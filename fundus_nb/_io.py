@@ -188,7 +188,9 @@ def largest_remainder(n: int, fractions) -> np.ndarray:
         raise ValueError(f"n must be >= 0, got {n}; pass a non-negative number of items")
     f = np.asarray(fractions, dtype=float)
     if f.ndim != 1 or len(f) == 0 or not np.isfinite(f).all() or (f < 0).any() or not np.isclose(f.sum(), 1.0):
-        raise ValueError(f"fractions must be a non-empty list of shares >= 0 summing to 1, got {fractions!r}")
+        raise ValueError(
+            f"fractions must be a non-empty list of shares >= 0 summing to 1, got {fractions!r}; fix the shares"
+        )
     quota = f * int(n) / f.sum()
     counts = np.floor(quota).astype(np.int64)
     counts[np.argsort(-(quota - counts), kind="stable")[: int(n) - int(counts.sum())]] += 1

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _reference import assert_one_sentence
 from PIL import Image
 from scipy import ndimage
 from skimage.measure import label as sk_label
@@ -580,3 +581,26 @@ def test_idrid_real_samples(idrid_root):
     ref = np.array(Image.open(r43.mask_paths["exudate"])) > 0  # palette index, read independently
     assert ex.any() and np.array_equal(ex, ref)
     assert ex.sum() < 0.05 * ex.size
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda tmp: data.load("synthetic", n_patients=0), ValueError),
+        (lambda tmp: data.load("synthetic", size=64.0), TypeError),
+        (lambda tmp: data.load("synthetic", cache="yes"), TypeError),
+        (lambda tmp: data.synthetic_fundus(0, 0, size=64, eye="X"), ValueError),
+        (lambda tmp: data.load("idrd"), ValueError),
+        (lambda tmp: data.load(3), TypeError),
+        (lambda tmp: data.load("idrid"), ValueError),
+        (lambda tmp: data.load("idrid", tmp / "missing"), FileNotFoundError),
+        (lambda tmp: data.load("idrid", tmp), FileNotFoundError),
+        (lambda tmp: data.load("folder", tmp, verify=1), TypeError),
+        (lambda tmp: data.read_image(tmp / "nope.png"), FileNotFoundError),
+        (lambda tmp: data.read_mask(tmp / "nope.png"), FileNotFoundError),
+    ],
+)
+def test_errors_are_one_sentence_with_the_fix(tmp_path, call, error):
+    with pytest.raises(error) as info:
+        call(tmp_path)
+    assert_one_sentence(info.value)

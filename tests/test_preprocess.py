@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from _reference import disc
+from _reference import assert_one_sentence, disc
 from scipy import ndimage as ndi
 from skimage import data as skdata
 from skimage import io as skio
@@ -414,3 +414,28 @@ def test_standardize_record_maps_the_confounder_map_by_nearest_pixel():
     assert out.confounder_map.shape == (64, 64)
     np.testing.assert_array_equal(out.confounder_map, want)
     assert set(np.unique(out.confounder_map)) <= set(np.unique(rec.confounder_map))
+
+
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: pp.fov_mask(np.zeros((200, 200, 3), np.uint8)), ValueError),
+        (lambda: pp.fov_mask(np.zeros((200, 200), np.uint8)), ValueError),
+        (lambda: pp.fov_mask(np.zeros((200, 200, 3), np.int16)), TypeError),
+        (lambda: pp.fov_mask(fake_fundus(0)[0], threshold="25"), TypeError),
+        (lambda: pp.fov_mask(fake_fundus(0)[0], threshold=300), ValueError),
+        (lambda: pp.fov_circle(np.zeros((50, 60), bool)), ValueError),
+        (lambda: pp.crop_to_fov(np.zeros((50, 60, 3), np.uint8), np.ones((50, 61), bool)), ValueError),
+        (lambda: pp.standardize(fake_fundus(0)[0], size=4), ValueError),
+        (lambda: pp.standardize(fake_fundus(0)[0], size="64"), TypeError),
+        (lambda: pp.contrast_enhance(fake_fundus(0)[0], sigma=-1.0), ValueError),
+        (lambda: pp.contrast_enhance(fake_fundus(0)[0], alpha=None), TypeError),
+        (lambda: pp.scale_length(-1, 256), ValueError),
+        (lambda: pp.scale_table([8.0], 256), TypeError),
+        (lambda: pp.standardize_record(data.synthetic_fundus(0, 0, size=64), 32, cache=1), TypeError),
+    ],
+)
+def test_errors_are_one_sentence_with_the_fix(call, error):
+    with pytest.raises(error) as info:
+        call()
+    assert_one_sentence(info.value)

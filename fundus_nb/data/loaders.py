@@ -69,7 +69,7 @@ def load(name: str, root: str | os.PathLike | None = None, **options: Any) -> li
 def _check_root(name: str, root) -> Path:
     if root is None or str(root) == "":
         raise ValueError(
-            f"dataset {name!r} is read from your local copy: pass root='/path/to/{name}' "
+            f"dataset {name!r} is read from your local copy but no root was given; pass root='/path/to/{name}' "
             f"(layout in data/README.md)"
         )
     path = Path(root).expanduser()
@@ -182,7 +182,7 @@ def _check_verify(verify) -> bool:
 
 def _check_subset(subset) -> str:
     if subset not in ("all", "train", "test"):
-        raise ValueError(f"subset must be 'all', 'train' or 'test', got {subset!r}")
+        raise ValueError(f"subset must be 'all', 'train' or 'test', got {subset!r}; pass one of those")
     return subset
 
 
@@ -258,8 +258,8 @@ def load_eophtha_ex(root: Path, verify: bool = True) -> list[FundusImage]:
                 )
     if not records:
         raise FileNotFoundError(
-            f"no images found under {str(base)!r} (expected EX/<patient>/<image>.jpg or "
-            "healthy/<patient>/<image>.jpg)"
+            f"no images found under {str(base)!r}; put them in EX/<patient>/<image>.jpg or "
+            "healthy/<patient>/<image>.jpg"
         )
     ids = [r.id for r in records]
     if len(set(ids)) < len(ids):  # the same file name under two patients: qualify every id
@@ -280,8 +280,8 @@ def load_diaretdb1(root: Path, subset: str = "all", threshold: float = 0.75, ver
         raise TypeError(f"threshold must be a number, got {type(threshold).__name__}; pass a fraction such as 0.75")
     if not 0 < threshold <= 1:
         raise ValueError(
-            "threshold must be a fraction in (0, 1] of the 255 grey levels (0.75 is usual), got "
-            f"{threshold!r}"
+            f"threshold must be a fraction in (0, 1] of the 255 grey levels, got {threshold!r}; "
+            "pass e.g. 0.75 (the usual value)"
         )
     res = root / "resources" if (root / "resources").is_dir() else root
     img_dir = res / "images" / "ddb1_fundusimages"
@@ -357,7 +357,7 @@ def load_kaggle(root: Path, missing: str = "error", verify: bool = True) -> list
     """
     verify = _check_verify(verify)
     if missing not in ("error", "skip"):
-        raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+        raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}; pass one of those")
     labels, train = root / "trainLabels.csv", root / "train"
     if not labels.is_file():
         raise FileNotFoundError(
@@ -489,7 +489,7 @@ def load_folder(root: Path, verify: bool = True) -> list[FundusImage]:
             except ValueError:
                 raise ValueError(
                     f"{str(cpath)!r} row {i}: row/col must be numbers, got {row['row']!r}, "
-                    f"{row['col']!r}"
+                    f"{row['col']!r}; fix that row"
                 ) from None
     labels = {}
     lpath = root / "labels.csv"
@@ -506,7 +506,7 @@ def load_folder(root: Path, verify: bool = True) -> list[FundusImage]:
             if row.get("quality") and row["quality"] not in ("good", "poor"):
                 raise ValueError(
                     f"{str(lpath)!r} row {i}: quality must be 'good' or 'poor', got "
-                    f"{row['quality']!r}"
+                    f"{row['quality']!r}; fix that row"
                 )
             labels[s] = row
     records = []
