@@ -389,6 +389,7 @@ def exudate_pool(
 def hemorrhage_pool(
     records: Sequence[FundusImage],
     size: int = HEMORRHAGE_PATCH,
+    *,
     allow_lesion_images: bool = False,
     margin: float = 20,
     max_positives_per_image: int | None = None,
