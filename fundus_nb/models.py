@@ -48,6 +48,7 @@ __all__ = [
     "image_to_tensor",
     "eval_mode",
     "device_of",
+    "layer_table",
 ]
 
 
@@ -159,6 +160,23 @@ class SeSNet(_PatchCNN):
                 if isinstance(m, (nn.Conv2d, nn.Linear)):
                     nn.init.normal_(m.weight, mean=0.0, std=std)
                     nn.init.zeros_(m.bias)
+
+
+def layer_table(model: nn.Module) -> list[dict]:
+    """The layers of ``model.features`` then ``model.classifier`` as rows for a table.
+
+    Each row: ``layer`` (its repr, e.g. ``Conv2d(3, 20, kernel_size=(5, 5), stride=(1, 1))``),
+    ``output`` (the output shape for one ``patch_size`` patch, batch dimension left out) and
+    ``parameters`` (learned numbers in that layer). ``pandas.DataFrame(layer_table(m))`` shows it.
+    """
+    x = torch.zeros(1, 3, model.patch_size, model.patch_size, device=device_of(model))
+    rows = []
+    with eval_mode(model), torch.no_grad():
+        for layer in itertools.chain(model.features, model.classifier):
+            x = layer(x)
+            rows.append({"layer": repr(layer), "output": tuple(x.shape[1:]),
+                         "parameters": sum(p.numel() for p in layer.parameters())})
+    return rows
 
 
 def fully_connected_layers(model: nn.Module) -> list[nn.Linear]:

@@ -17,6 +17,7 @@ from fundus_nb.models import (
     eval_mode,
     fully_connected_layers,
     fully_connected_parameters,
+    layer_table,
     output_stride,
     predict_proba,
     receptive_extent,
@@ -300,3 +301,16 @@ def test_dense_map_bad_input():
         dense_probability_map(nn.Sequential(nn.Conv2d(3, 2, 3)), torch.rand(3, 64, 64))
     with pytest.raises(ValueError, match="uint8 HxWx3 or float"):
         dense_probability_map(m, np.zeros((3, 64, 64), dtype=np.int32))
+
+
+@pytest.mark.parametrize("cls, shapes", [
+    (LeNet, [(20, 44, 44), (20, 22, 22), (50, 18, 18), (50, 9, 9), (4050,), (500,), (500,), (2,)]),
+    (SeSNet, [(32, 39, 39), (32, 39, 39), (32, 19, 19), (32, 17, 17), (32, 17, 17), (32, 8, 8), (32, 6, 6),
+              (32, 6, 6), (32, 4, 4), (32, 4, 4), (32, 2, 2), (32, 2, 2), (128,), (1024,), (1024,), (2,)]),
+])
+def test_layer_table_shapes_and_parameter_counts(cls, shapes):
+    model = cls()
+    rows = layer_table(model)
+    assert [r["output"] for r in rows] == shapes  # the sizes worked out by hand in the class docstrings
+    assert sum(r["parameters"] for r in rows) == sum(p.numel() for p in model.parameters())
+    assert rows[0]["parameters"] == 3 * rows[0]["output"][0] * (25 if cls is LeNet else 9) + rows[0]["output"][0]

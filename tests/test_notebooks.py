@@ -46,7 +46,7 @@ def test_notebook_follows_the_conventions(path):
     params = runs.notebook_parameters(path)
     for common in ("seed", "quick", "run_dir"):
         assert common in params, f"{path.name} must declare {common!r}"
-    assert any(c.cell_type == "markdown" and "learned" in c.source.lower() for c in nb.cells[-3:]), (
+    assert any(c.cell_type == "markdown" and "learned" in c.source.lower() for c in nb.cells[-6:]), (
         f"{path.name} must end with what was learned"
     )
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
@@ -69,8 +69,16 @@ def test_notebook_runs_in_quick_preset(quick_run, path):
     r = by_name[path.stem]
     assert r.status == "ok", f"{path.stem} failed: {r.error} (executed copy: {r.output})"
     executed = nbformat.read(str(r.output), as_version=4)
-    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
+    # a cell tagged raises-exception teaches an error: it must raise, and no other cell may
+    for i, c in enumerate(executed.cells):
+        if c.cell_type != "code":
+            continue
+        raised = [o for o in c.outputs if o.output_type == "error"]
+        if "raises-exception" in c.metadata.get("tags", []):
+            assert raised, f"{path.stem} cell {i} is tagged raises-exception but raised nothing"
+            assert raised[0].ename in ("ValueError", "TypeError", "FileNotFoundError", "RunError"), raised[0].ename
+        else:
+            assert not raised, f"{path.stem} cell {i} raised {raised[0].ename}: {raised[0].evalue}"
 
 
 def test_quick_run_records_metrics_for_each_notebook(quick_run):

@@ -495,3 +495,21 @@ def test_independent_records_refuse_images_used_for_training(synthetic_split):
     assert len(other) == 4 and other[0].image.shape == (64, 64, 3)
     with pytest.raises(ValueError, match=r"were in the train/monitor part of split 'ses'"):
         runs.independent_records(run_dir, "ses", "synthetic", n_patients=4, size=128, seed=5)
+
+
+def test_a_cell_tagged_raises_exception_is_a_lesson_not_a_failure(tmp_path):
+    d = tmp_path / "nbs"
+    d.mkdir()
+    path = _notebook(d / "01_lesson.ipynb", 'run_dir = ""\nuntagged = False\n',
+                     "raise ValueError('x must be 1, got 2; pass 1')")
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells[-1].metadata["tags"] = ["raises-exception"]
+    nb.cells.append(nbformat.v4.new_code_cell("if untagged:\n    raise TypeError('a real failure')\nprint('went on')"))
+    nbformat.write(nb, str(path))
+    ok = runs.run_series({}, {}, run_dir=tmp_path / "a", notebooks=d, progress=False)
+    assert ok.ok, ok.results[0].error
+    executed = nbformat.read(str(ok.results[0].output), as_version=4)
+    assert executed.cells[-2].outputs[0]["ename"] == "ValueError"  # the taught error really happened
+    assert "went on" in executed.cells[-1].outputs[0]["text"]
+    bad = runs.run_series({}, {"untagged": "true"}, run_dir=tmp_path / "b", notebooks=d, progress=False)
+    assert not bad.ok and "TypeError: a real failure" in bad.results[0].error
