@@ -30,6 +30,7 @@ pytestmark = [
         not (CHROMIUM and DRIVER), reason="no headless browser: apt-get install chromium chromium-driver"
     ),
     pytest.mark.timeout(900),
+    pytest.mark.notebooks,
 ]
 
 #: Small settings so each notebook runs in seconds inside the browser (the quick preset's values).

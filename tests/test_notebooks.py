@@ -63,6 +63,7 @@ def quick_run(tmp_path_factory):
     return result
 
 
+@pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_quick_preset(quick_run, path):
     by_name = {r.name: r for r in quick_run.results}
@@ -81,6 +82,7 @@ def test_notebook_runs_in_quick_preset(quick_run, path):
             assert not raised, f"{path.stem} cell {i} raised {raised[0].ename}: {raised[0].evalue}"
 
 
+@pytest.mark.notebooks
 def test_quick_run_records_metrics_for_each_notebook(quick_run):
     metrics = json.loads((quick_run.run_dir / "metrics.json").read_text())
     for path in NOTEBOOKS:
@@ -91,6 +93,7 @@ def test_quick_run_records_metrics_for_each_notebook(quick_run):
     assert any((quick_run.run_dir / "figures").glob("*.png"))
 
 
+@pytest.mark.notebooks
 def test_executed_notebooks_reproduce_under_nbval(quick_run):
     copies = [str(r.output) for r in quick_run.results if r.status == "ok"]
     assert copies

@@ -127,6 +127,7 @@ def _driven(result) -> list:
     return json.loads(line[len("DRIVEN "):])
 
 
+@pytest.mark.notebooks
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_every_widget_responds_to_its_controls(interactive_run, name):
     by_name = {r.name: r for r in interactive_run.results}
@@ -136,6 +137,7 @@ def test_every_widget_responds_to_its_controls(interactive_run, name):
     assert EXPECTED[name] <= kinds, f"{name}: drove {kinds}, expected {EXPECTED[name]}"
 
 
+@pytest.mark.notebooks
 def test_labelling_widget_answers_reach_the_labels_file(interactive_run):
     lines = (interactive_run.run_dir / "labelling" / "labels.jsonl").read_text().splitlines()
     events = [json.loads(x) for x in lines]
