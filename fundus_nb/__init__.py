@@ -2,7 +2,9 @@
 
 Module order (each depends only on those before it):
 ``_io`` -> ``data`` -> ``preprocess`` -> ``patches`` -> ``models`` -> ``egl`` / ``ses`` -> ``train``
--> ``lesions`` -> ``metrics`` -> ``plots`` / ``widgets`` -> ``runs``.
+-> ``lesions`` -> ``monitor`` -> ``metrics`` -> ``egl_report`` / ``ses_report`` / ``eval_report``
+-> ``labelling`` -> ``plots`` / ``widgets`` -> ``runs`` (docs/CONTRACTS.md; ``data``, ``patches``,
+``egl`` and ``runs`` are subpackages).
 
 (``egl`` and ``ses`` only *choose* samples; the shared fit loop lives in ``train``, which the
 notebooks call with the sampler that ``egl``/``ses`` provide.)
