@@ -1,4 +1,8 @@
-"""Command line: ``python -m fundus_nb run|sweep|summary``."""
+"""Command line: ``python -m fundus_nb run|sweep|summary``.
+
+``sweep`` runs every point of a parameter grid on Dask: a local cluster of ``--jobs`` worker
+processes, or a running cluster given by ``--scheduler tcp://host:8786``.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 
 from ._io import runs_dir
 from .runs import PRESETS, RunError, parse_overrides, run_series, run_sweep, summary_table, update_readme
+from .runs.sweep import read_sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,8 +38,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sweep = sub.add_parser("sweep", parents=[common], help="run a grid of parameter values (-p NAME a,b,c)")
-    sweep.add_argument("--jobs", type=int, default=1, help="parallel runs (default 1)")
+    sweep.add_argument(
+        "--jobs", type=int, default=1,
+        help="without --scheduler: a local Dask cluster of this many single-threaded worker processes (default 1)",
+    )
+    sweep.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="run the points on a running Dask cluster (tcp://host:8786, printed by 'dask scheduler'); "
+        "--sweep-dir must then be on a filesystem every worker mounts at the same path",
+    )
     sweep.add_argument("--sweep-dir", help="folder for the grid's runs (default runs/sweep-<timestamp>)")
+    sweep.add_argument(
+        "--resume", action="store_true",
+        help="finish the sweep recorded in --sweep-dir (its grid and preset unless given); finished points are kept",
+    )
+    sweep.set_defaults(preset=None)  # a resumed sweep keeps its recorded preset
 
     summary = sub.add_parser("summary", help="print the results table of a run folder")
     summary.add_argument("run_dir", help="a run folder, or a run id under runs/")
@@ -85,12 +103,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sweep":
             results = run_sweep(
                 overrides, args.preset, sweep_dir=args.sweep_dir, jobs=args.jobs, only=only,
-                notebooks=args.notebooks,
+                notebooks=args.notebooks, scheduler=args.scheduler, resume=args.resume,
             )
+            sweep_dir = results[0][1].parent if results else Path(args.sweep_dir or ".")
+            states = (read_sweep(sweep_dir) or {}).get("points", {})
             bad = 0
             for _point, target, code in results:
-                print(f"{'ok' if code == 0 else 'FAILED':>6}  {target}")
+                reason = states.get(target.name, {}).get("reason")
+                print(f"{'ok' if code == 0 else 'FAILED':>6}  {target}" + (f"  {reason}" if code and reason else ""))
                 bad += code != 0
+            print(f"states: {sweep_dir / 'sweep.json'}")
+            if bad:
+                print(
+                    f"error: {bad} point(s) failed; fix the cause, then finish the sweep with "
+                    f"sweep --resume --sweep-dir {sweep_dir}",
+                    file=sys.stderr,
+                )
             return 1 if bad else 0
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
