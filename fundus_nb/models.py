@@ -7,6 +7,8 @@
   computed on the whole image at once (max-pooling of stride k turned into stride 1 with the
   following layers dilated by k, the first fully connected layer turned into a dilated
   convolution), exactly equal to classifying each patch on its own.
+- :func:`dense_probability_maps` / :func:`iter_dense_probability_maps` — the maps of many images,
+  in a plain loop here or spread over a Dask distributed client (weights sent once per call).
 
 Both models share one layout that the dense map relies on: ``model.features`` (an
 ``nn.Sequential`` of ``Conv2d`` with stride 1 and no padding, ``ReLU`` and ``MaxPool2d`` with
@@ -24,9 +26,11 @@ the middle four.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._io import default_device
-from .patches import to_tensor
+from .patches import record_fov, to_tensor
 
 __all__ = [
     "LeNet",
@@ -43,6 +47,8 @@ __all__ = [
     "fully_connected_parameters",
     "predict_proba",
     "dense_probability_map",
+    "dense_probability_maps",
+    "iter_dense_probability_maps",
     "receptive_extent",
     "output_stride",
     "image_to_tensor",
@@ -646,3 +652,132 @@ def _strided_map(plan: _DensePlan, x: torch.Tensor, fov_t: torch.Tensor | None, 
     if fov_t is not None:
         out[~fov_t[::d, ::d].to(out.device)] = 0.0
     return out.cpu().numpy()
+
+
+def _map_inputs(records_or_images: Sequence, fovs: Sequence | None) -> list[tuple[Any, Any]]:
+    """``(image, fov)`` per input: a record's image and (by default) its FOV, or an image and no FOV."""
+    if isinstance(records_or_images, (np.ndarray, torch.Tensor)) or not isinstance(records_or_images, Sequence):
+        raise TypeError(
+            "records_or_images must be a list of FundusImage records or of images (HxWx3 uint8 / (3, H, W) "
+            f"float); got {type(records_or_images).__name__} (wrap a single image in a list)"
+        )
+    items = list(records_or_images)
+    if fovs is not None and len(fovs) != len(items):
+        raise ValueError(f"fovs must give one mask (or None) per image: {len(fovs)} masks for {len(items)} images")
+    out = []
+    for k, item in enumerate(items):
+        is_record = hasattr(item, "image")
+        image = item.image if is_record else item
+        fov = fovs[k] if fovs is not None else (record_fov(item) if is_record else None)
+        out.append((image, fov))
+    return out
+
+
+def iter_dense_probability_maps(
+    model: nn.Module,
+    records_or_images: Sequence,
+    *,
+    fovs: Sequence | None = None,
+    client: Any = None,
+    stride: int = 1,
+    device: torch.device | str | None = None,
+    max_tile_mb: float = 128.0,
+    in_flight: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, map)`` for every input as each map is ready (input order without a client).
+
+    The same inputs and maps as :func:`dense_probability_maps`; use it to consume the maps one at a
+    time (write them, read them at a few pixels) instead of holding them all.
+    """
+    inputs = _map_inputs(records_or_images, fovs)
+    options = {"stride": stride, "device": device, "max_tile_mb": max_tile_mb}
+    if client is None:
+        for k, (image, fov) in enumerate(inputs):
+            yield k, dense_probability_map(model, image, fov, **options)
+        return
+    # Imported here: distributed takes seconds to import and only a caller that passes a client needs it.
+    from distributed import as_completed
+
+    # the weights travel once per call: a CPU copy, broadcast to every worker, referenced by each task
+    weights = client.scatter(copy.deepcopy(model).cpu(), broadcast=True)
+    n_threads = sum(client.nthreads().values()) or 1
+    limit = int(in_flight) if in_flight else 2 * n_threads  # images sent ahead of the results
+    pending = iter(enumerate(inputs))
+    index = {}
+
+    def submit_next(stream) -> bool:
+        try:
+            k, (image, fov) = next(pending)
+        except StopIteration:
+            return False
+        future = client.submit(dense_probability_map, weights, image, fov, pure=False, **options)
+        index[future.key] = k
+        stream.add(future)
+        return True
+
+    stream = as_completed()
+    try:
+        for _ in range(limit):
+            if not submit_next(stream):
+                break
+        for future in stream:
+            k = index.pop(future.key)
+            pmap = future.result()
+            future.release()
+            submit_next(stream)
+            yield k, pmap
+    finally:
+        for future in list(stream.futures):
+            future.cancel()
+        weights.release()
+
+
+def dense_probability_maps(
+    model: nn.Module,
+    records_or_images: Sequence,
+    *,
+    fovs: Sequence | None = None,
+    client: Any = None,
+    stride: int = 1,
+    device: torch.device | str | None = None,
+    max_tile_mb: float = 128.0,
+    on_map: Callable[[int, np.ndarray], Any] | None = None,
+) -> list[np.ndarray]:
+    """:func:`dense_probability_map` of many images, in the order of the inputs.
+
+    Without ``client`` a plain loop in this process (the same maps, bit for bit, as calling
+    :func:`dense_probability_map` per image). With a Dask distributed ``client`` the model is copied
+    to the CPU and scattered to every worker once per call, the images are streamed to the workers
+    as tasks (a few per worker thread in flight) and each map comes back as soon as it is ready.
+
+    Parameters
+    ----------
+    model : LeNet or SeSNet
+    records_or_images : list
+        FundusImage records (their ``image``) or images as :func:`dense_probability_map` takes them.
+    fovs : list, optional
+        One HxW mask (or None) per input. Default: a record's FOV (``rec.fov``, else
+        ``preprocess.fov_mask`` of its image, as ``monitor.image_scores`` uses) and no FOV for a
+        plain image.
+    client : distributed.Client, optional
+        Spread the maps over its workers; ``device`` is then where the workers compute (default:
+        their CUDA when present, else CPU).
+    stride, device, max_tile_mb :
+        As :func:`dense_probability_map`.
+    on_map : callable, optional
+        ``on_map(index, map)``, called as each map arrives (completion order with a client), e.g.
+        to write it to disk.
+
+    Returns
+    -------
+    list of ndarray
+        One float32 map per input, in input order.
+    """
+    maps: dict[int, np.ndarray] = {}
+    for k, pmap in iter_dense_probability_maps(
+        model, records_or_images, fovs=fovs, client=client, stride=stride, device=device, max_tile_mb=max_tile_mb,
+    ):
+        if on_map is not None:
+            on_map(k, pmap)
+        maps[k] = pmap
+    return [maps[k] for k in range(len(maps))]

@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from fundus_nb.data import FundusImage
 from fundus_nb.models import (
     LeNet,
     SeSNet,
     dense_probability_map,
+    dense_probability_maps,
     device_of,
     eval_mode,
     fully_connected_layers,
@@ -22,6 +24,7 @@ from fundus_nb.models import (
     predict_proba,
     receptive_extent,
 )
+from fundus_nb.patches import record_fov
 
 
 def _n_params(model: nn.Module) -> int:
@@ -314,3 +317,65 @@ def test_layer_table_shapes_and_parameter_counts(cls, shapes):
     assert [r["output"] for r in rows] == shapes  # the sizes worked out by hand in the class docstrings
     assert sum(r["parameters"] for r in rows) == sum(p.numel() for p in model.parameters())
     assert rows[0]["parameters"] == 3 * rows[0]["output"][0] * (25 if cls is LeNet else 9) + rows[0]["output"][0]
+
+
+# ----------------------------------------------------------------------------- maps in bulk
+
+
+def _bulk_inputs():
+    """Images of several sizes: two records (one with a stored FOV, one without) and two plain images."""
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((60, 52), (48, 64), (50, 50), (70, 45))]
+    fov = np.zeros((60, 52), bool)
+    fov[8:50, 5:47] = True
+    recs = [FundusImage(id="a", patient_id="p", image_=images[0], fov=fov),
+            FundusImage(id="b", patient_id="p", image_=images[1])]
+    return recs + images[2:], recs
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_dense_probability_maps_equal_the_per_image_maps_in_input_order(stride):
+    model = _train_a_little(SeSNet(), seed=3).eval()
+    inputs, recs = _bulk_inputs()
+    seen = []
+    maps = dense_probability_maps(model, inputs, stride=stride, on_map=lambda k, m: seen.append(k))
+    expected = [dense_probability_map(model, r.image, record_fov(r), stride=stride) for r in recs]
+    expected += [dense_probability_map(model, im, stride=stride) for im in inputs[2:]]
+    assert seen == [0, 1, 2, 3] and len(maps) == 4
+    for got, want in zip(maps, expected, strict=True):
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+    fovs = [None, None, np.ones((50, 50), bool), None]  # explicit masks: None computes everywhere
+    explicit = dense_probability_maps(model, inputs, fovs=fovs, stride=stride)
+    assert np.array_equal(explicit[0], dense_probability_map(model, recs[0].image, stride=stride))
+
+
+def test_dense_probability_maps_bad_input():
+    model = SeSNet().eval()
+    image = np.zeros((50, 50, 3), np.uint8)
+    with pytest.raises(TypeError, match="wrap a single image in a list"):
+        dense_probability_maps(model, image)
+    with pytest.raises(ValueError, match="one mask"):
+        dense_probability_maps(model, [image, image], fovs=[None])
+
+
+@pytest.mark.notebooks  # starts worker processes (tens of seconds on a loaded machine)
+def test_dense_probability_maps_on_a_dask_cluster_equal_the_local_maps():
+    distributed = pytest.importorskip("distributed")
+    model = _train_a_little(SeSNet(), seed=4).eval()
+    inputs, _ = _bulk_inputs()
+    inputs = inputs * 3  # 12 images, more than the tasks kept in flight
+    local = dense_probability_maps(model, inputs)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+        with distributed.Client(lc) as client:
+            arrived = []
+            spread = dense_probability_maps(model, inputs, client=client, on_map=lambda k, m: arrived.append(k),
+                                            device="cpu")
+            strided = dense_probability_maps(model, inputs[:4], client=client, stride=4)
+            assert not client.who_has() or all(not v for v in client.who_has().values())  # nothing left behind
+    assert sorted(arrived) == list(range(12))
+    for got, want in zip(spread, local, strict=True):
+        assert np.array_equal(got, want)
+    for got, inp in zip(strided, inputs[:4], strict=True):
+        image, fov = (inp.image, record_fov(inp)) if isinstance(inp, FundusImage) else (inp, None)
+        assert np.array_equal(got, dense_probability_map(model, image, fov, stride=4))
+
