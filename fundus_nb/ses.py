@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from .models import dense_probability_map
+from .models import iter_dense_probability_maps
 from .patches import (
     flip_patches,
     hemorrhage_augmentation,
@@ -385,30 +386,42 @@ class SelectiveSampler:
         self.weights = weights
         self._cumulative = None
 
-    def update_weights(self, model: torch.nn.Module, prob_map: Callable | None = None) -> np.ndarray:
+    #: A Dask distributed client for the weight pass (``models.dense_probability_maps``); None
+    #: (default) computes the maps in this process. Set it on the sampler to spread
+    #: :meth:`on_epoch_end`'s refreshes over a cluster.
+    map_client: Any = None
+
+    def update_weights(
+        self, model: torch.nn.Module, prob_map: Callable | None = None, *, client: Any = None,
+    ) -> np.ndarray:
         """Recompute ``w = |0 - p| = p`` for every negative candidate from dense probability maps.
 
-        One whole-image map per negative image (``models.dense_probability_map``, exact per-patch
-        probabilities, inside the FOV), read at that image's candidate pixels.
+        One whole-image map per negative image (``models.dense_probability_maps``, exact per-patch
+        probabilities, inside the FOV), read at that image's candidate pixels as each map arrives.
 
         Parameters
         ----------
         model : the current network (its device is used; left in the mode it was in).
         prob_map : optional ``f(model, image, fov) -> HxW`` replacing ``models.dense_probability_map``.
+        client : optional Dask distributed client spreading the maps over its workers (default
+            :attr:`map_client`; None: a loop in this process, the maps of ``dense_probability_map``).
 
         Returns
         -------
         The new weights (also stored in :attr:`weights`).
         """
-        if prob_map is None:
-            prob_map = dense_probability_map
         t0 = time.perf_counter()
         new = np.empty(self.n_negatives, dtype=np.float32)
         starts = np.searchsorted(self.neg_image, self.negative_images, side="left")
         ends = np.searchsorted(self.neg_image, self.negative_images, side="right")
-        for i, a, b in zip(self.negative_images, starts, ends, strict=True):
-            rec = self.records[i]
-            pmap = prob_map(model, rec.image, record_fov(rec))
+        recs = [self.records[i] for i in self.negative_images]
+        fovs = [record_fov(rec) for rec in recs]
+        if prob_map is None:
+            maps = iter_dense_probability_maps(model, recs, fovs=fovs, client=client or self.map_client)
+        else:
+            maps = ((k, prob_map(model, rec.image, fov)) for k, (rec, fov) in enumerate(zip(recs, fovs, strict=True)))
+        for k, pmap in maps:
+            a, b = starts[k], ends[k]
             pmap = pmap.detach().cpu().numpy() if isinstance(pmap, torch.Tensor) else np.asarray(pmap)
             new[a:b] = np.abs(0.0 - pmap.ravel()[self.neg_flat[a:b]])
         self.set_weights(new)
