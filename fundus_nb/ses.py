@@ -416,8 +416,9 @@ class SelectiveSampler:
         ends = np.searchsorted(self.neg_image, self.negative_images, side="right")
         recs = [self.records[i] for i in self.negative_images]
         fovs = [record_fov(rec) for rec in recs]
+        client = client if client is not None else self.map_client
         if prob_map is None:
-            maps = iter_dense_probability_maps(model, recs, fovs=fovs, client=client or self.map_client)
+            maps = iter_dense_probability_maps(model, recs, fovs=fovs, client=client)
         else:
             maps = ((k, prob_map(model, rec.image, fov)) for k, (rec, fov) in enumerate(zip(recs, fovs, strict=True)))
         for k, pmap in maps:

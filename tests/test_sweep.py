@@ -120,7 +120,7 @@ def test_a_worker_killed_mid_sweep_loses_nothing_finished_and_resume_completes_t
     _wait_for_workers(client, 2)
     counter = tmp_path / "counter.txt"
     preset = tmp_path / "nap.yaml"
-    preset.write_text(f"nap: 3.0\ncounter: {json.dumps(str(counter))}\n")
+    preset.write_text(f"nap: 2.0\ncounter: {json.dumps(str(counter))}\n")
     sweep_dir = tmp_path / "sweep"
     spec = {"seed": "0,1,2,3"}
     outcome = {}
