@@ -416,6 +416,47 @@ def test_standardize_record_maps_the_confounder_map_by_nearest_pixel():
     assert set(np.unique(out.confounder_map)) <= set(np.unique(rec.confounder_map))
 
 
+# --------------------------------------------------------------------------- the FOV halo
+def test_rim_profile_matches_a_brute_force_distance_loop():
+    rng = np.random.default_rng(5)
+    fov = disc(36, 40, 17.3, 20.6, 14.2)
+    fov[:2] = False  # a flat cut too
+    image = rng.integers(0, 256, (36, 40, 3)).astype(np.uint8)
+    outside = np.argwhere(~fov)
+    sums, counts = {}, {}
+    for r, c in np.argwhere(fov):  # distance of each FOV pixel to the nearest outside pixel
+        d = int(np.rint(np.sqrt(((outside - [r, c]) ** 2).sum(axis=1)).min()))
+        sums[d] = sums.get(d, 0.0) + image[r, c].astype(float).mean()
+        counts[d] = counts.get(d, 0) + 1
+    dist, level = pp.rim_profile(image, fov)
+    assert dist.tolist() == sorted(counts)
+    np.testing.assert_allclose(level, [sums[d] / counts[d] for d in sorted(counts)], rtol=1e-12)
+    # a FOV that reaches the frame is measured from its outline only, not from the frame
+    full = np.zeros((30, 30), bool)
+    full[:, 10:] = True
+    dist, _ = pp.rim_profile(np.full((30, 30, 3), 90, np.uint8), full)
+    assert dist.tolist() == list(range(1, 21))
+
+
+def test_fov_halo_width_follows_sigma_on_a_uniform_disc_and_vanishes_with_a_fov_aware_blur():
+    fov = disc(240, 240, 119.5, 119.5, 110.0)
+    image = np.where(fov[..., None], np.uint8(150), np.uint8(0)).astype(np.uint8).repeat(3, axis=2)
+    widths = []
+    for sigma in (3.0, 6.0, 12.0):
+        halo = pp.fov_halo(pp.contrast_enhance(image, sigma=sigma, fov=fov), fov, sigma)
+        # a straight edge blurred: 128 + 600 * (1 - Phi(d / sigma)) clipped at 255, half its excess at 1.25 sigma
+        assert halo["interior_level"] == pytest.approx(128.0, abs=1.0)
+        assert halo["excess"] > 100
+        # whole pixels; the pixel at distance 1 lies 0.5 px from the edge
+        assert 1.25 * sigma - 0.5 <= halo["width"] <= 1.25 * sigma + 1.5
+        widths.append(halo["width"])
+    assert widths == sorted(widths)
+    m = fov.astype(float)  # normalized convolution: the black surround does not leak into the background
+    blur = ndi.gaussian_filter(150.0 * m, 6.0) / np.maximum(ndi.gaussian_filter(m, 6.0), 1e-9)
+    flat = np.clip(np.round(4 * 150.0 - 4 * blur + 128), 0, 255).astype(np.uint8)
+    assert abs(pp.fov_halo(np.repeat(flat[..., None], 3, axis=2), fov, 6.0)["excess"]) < 1.0
+
+
 @pytest.mark.parametrize(
     "call, error",
     [
@@ -432,6 +473,10 @@ def test_standardize_record_maps_the_confounder_map_by_nearest_pixel():
         (lambda: pp.contrast_enhance(fake_fundus(0)[0], alpha=None), TypeError),
         (lambda: pp.scale_length(-1, 256), ValueError),
         (lambda: pp.scale_table([8.0], 256), TypeError),
+        (lambda: pp.rim_profile(fake_fundus(0)[0], np.ones((480, 640), bool)), ValueError),
+        (lambda: pp.fov_halo(fake_fundus(0)[0], fake_fundus(0)[1], sigma=0), ValueError),
+        (lambda: pp.fov_halo(fake_fundus(0)[0], fake_fundus(0)[1], sigma="3"), TypeError),
+        (lambda: pp.fov_halo(*fake_fundus(0, h=64, w=64, r=30.0), sigma=20.0), ValueError),
         (lambda: pp.standardize_record(data.synthetic_fundus(0, 0, size=64), 32, cache=1), TypeError),
     ],
 )
