@@ -674,23 +674,20 @@ def _map_inputs(records_or_images: Sequence, fovs: Sequence | None) -> list[tupl
 
 
 def iter_dense_probability_maps(
-    model: nn.Module,
-    records_or_images: Sequence,
-    *,
-    fovs: Sequence | None = None,
-    client: Any = None,
-    stride: int = 1,
-    device: torch.device | str | None = None,
-    max_tile_mb: float = 128.0,
-    in_flight: int | None = None,
+    model: nn.Module, records_or_images: Sequence, *, in_flight: int | None = None, **options: Any,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """``(index, map)`` for every input as each map is ready (input order without a client).
 
-    The same inputs and maps as :func:`dense_probability_maps`; use it to consume the maps one at a
-    time (write them, read them at a few pixels) instead of holding them all.
+    The keywords (``fovs``, ``client``, ``stride``, ``device``, ``max_tile_mb``) and the maps are
+    those of :func:`dense_probability_maps`; use it to consume the maps one at a time (write them,
+    read them at a few pixels) instead of holding them all. ``in_flight``: images sent to the
+    workers ahead of the results (default two per worker thread).
     """
+    fovs, client = options.pop("fovs", None), options.pop("client", None)
+    unknown = sorted(set(options) - {"stride", "device", "max_tile_mb"})
+    if unknown:
+        raise TypeError(f"unknown keyword(s) {', '.join(unknown)}; use fovs, client, stride, device, max_tile_mb")
     inputs = _map_inputs(records_or_images, fovs)
-    options = {"stride": stride, "device": device, "max_tile_mb": max_tile_mb}
     if client is None:
         for k, (image, fov) in enumerate(inputs):
             yield k, dense_probability_map(model, image, fov, **options)

@@ -22,15 +22,12 @@ from fundus_nb.runs.sweep import read_sweep
 
 @pytest.fixture
 def series(tmp_path):
-    d = tmp_path / "nbs"
-    d.mkdir()
-    _notebook(
-        d / "01_first.ipynb",
-        'run_dir = ""\nseed = 0\nstrategy = "egl"  # one of: egl, random\n',
-        "from fundus_nb import runs\n"
-        "runs.record_metrics(run_dir, '01_first', {'seed': seed, 'strategy': strategy})\n",
-    )
-    return d
+    """One notebook recording its seed and strategy (the first of test_runs.py's tiny series)."""
+    (tmp_path / "nbs").mkdir()
+    params = 'run_dir = ""\nseed = 0\nstrategy = "egl"  # one of: egl, random\n'
+    body = "from fundus_nb import runs\nruns.record_metrics(run_dir, '01_first', {'seed': seed, 'strategy': strategy})"
+    _notebook(tmp_path / "nbs" / "01_first.ipynb", params, body)
+    return tmp_path / "nbs"
 
 
 @pytest.fixture
