@@ -27,6 +27,7 @@ answers in place of the expert, so the same loop runs in tests and under papermi
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -46,7 +48,19 @@ from .patches import PatchPool, augment_d4, extract, lesion_near, patchify, to_t
 from .preprocess import scale_length
 from .train import fit
 
-__all__ = ["LABELS", "LABELS_FILE", "Proposal", "LabellingLoop", "mask_oracle", "prepare_labels_dir", "describe"]
+__all__ = [
+    "LABELS",
+    "LABELS_FILE",
+    "Proposal",
+    "LabellingLoop",
+    "mask_oracle",
+    "prepare_labels_dir",
+    "describe",
+    "grid_prevalence",
+    "session_summary",
+    "paper_vs_run",
+    "discussion",
+]
 
 #: The answers an expert can give.
 LABELS = ("exudate", "healthy", "skip")
@@ -588,3 +602,194 @@ class LabellingLoop:
             self.answer(oracle)
             out.append(self.update())
         return out
+
+
+# ---------------------------------------------------------------------- notebook 07's bookkeeping
+def grid_prevalence(records: Sequence, patch_size: int = 48, stride: float = 16.0, window: float = 8.0) -> float:
+    """The exudate fraction a random proposal would have: the share of each image's grid patches
+    (``stride`` at 512-px scale, inside the FOV) that :func:`mask_oracle` calls exudate, averaged over
+    the images (the ``"random"`` strategy draws an image uniformly, then patches uniformly).
+    """
+    _check_count("patch_size", patch_size)
+    shares = []
+    for rec in records:
+        if rec.exudate_mask is None:
+            raise ValueError(
+                f"record {rec.id!r} has no exudate mask, so its prevalence is unknown; pass annotated images"
+            )
+        step = max(1, int(round(scale_length(stride, max(rec.image.shape[:2]), "stride"))))
+        fov = getattr(rec, "fov", None)
+        rows, cols = patchify(rec.image.shape[:2] if fov is None else np.asarray(fov, bool), patch_size, step)
+        shares.append(float(lesion_near(rec.exudate_mask, window)[rows, cols].mean()) if len(rows) else 0.0)
+    if not shares:
+        raise ValueError("no records given, so there is no grid to count; pass the images the loop labels")
+    return float(np.mean(shares))
+
+
+def session_summary(
+    loop: LabellingLoop,
+    timings: Sequence[dict],
+    *,
+    image_size: int,
+    f_initial: float | None = None,
+    random_expected: float | None = None,
+) -> dict[str, Any]:
+    """Notebook 07's metrics of a labelling session: answers, images, F-measure before and after each
+    update, timings of this session's rounds (``timings``: dicts with ``propose_s`` and ``update_s``).
+    """
+    counts = loop.counts()
+    answered = sum(counts.values())
+    f_curve = [h.get("f_measure") for h in loop.history if "f_measure" in h]
+
+    def mean(key: str) -> float | None:
+        return float(np.mean([t[key] for t in timings])) if timings else None
+
+    return {
+        "strategy": loop.strategy,
+        "n_answers": answered,
+        "n_exudate": counts["exudate"],
+        "n_images": loop.round,
+        "exudate_fraction": counts["exudate"] / answered if answered else None,
+        "f_measure_final": f_curve[-1] if f_curve else None,
+        "seconds_per_update": mean("update_s"),
+        "seconds_per_proposal": mean("propose_s"),
+        "image_size": int(image_size),
+        "k": loop.k,
+        "steps_per_update": loop.steps_per_update,
+        "n_updates": len(loop.history),
+        "rounds_this_session": len(timings),
+        "f_measure_initial": f_initial,
+        "f_measure_per_update": f_curve,
+        "exudate_fraction_random_expected": random_expected,
+        "overlapping_pairs": overlapping_pairs(loop.proposals),
+    }
+
+
+def paper_vs_run(summary: dict[str, Any], *, dataset: str, mu: int, init_batches: int) -> pd.DataFrame:
+    """The EGL paper's labelling setting (Otálora et al. 2017, Algorithm 2, Fig. 2) beside this session's."""
+    s = summary
+    f0, f1 = s.get("f_measure_initial"), s.get("f_measure_final")
+    f_text = "not measured" if f1 is None else (f"{f1:.3f}" if f0 is None else f"{f0:.3f} before, {f1:.3f} after")
+    frac, rand = s.get("exudate_fraction"), s.get("exudate_fraction_random_expected")
+    frac_text = "no answers" if frac is None else f"{frac:.0%}" + ("" if rand is None else f" (random: {rand:.1%})")
+    rows = [
+        (
+            "data",
+            "e-ophtha EX, 1440x960 to 2540x1690 px",
+            f"{dataset}, {s['image_size']} px",
+            "smaller images; synthetic lesions unless a local dataset is given",
+        ),
+        (
+            "initial model M",
+            "LeNet on 5 batches of 32 from mu=4 images",
+            f"{init_batches} batches of 32 from {mu} image" + ("s" if mu != 1 else ""),
+            "5 batches left our LeNet calling every patch healthy",
+        ),
+        (
+            "expert",
+            "simulated from the ground-truth segmentations",
+            "mask oracle: exudate pixel within 8 px of the centre",
+            "the same kind of simulated expert",
+        ),
+        (
+            "images chosen",
+            "largest interestingness (sum of Phi)",
+            f"{s['n_images']} by {s['strategy']}",
+            "fewer rounds",
+        ),
+        (
+            "answers per image",
+            "every patch of the chosen image",
+            f"{s['k']} patches a round ({s['strategy']}): {s['n_answers']} answers in all",
+            "the expert labels patches, not whole images",
+        ),
+        (
+            "model updates",
+            "SGD until convergence (~15 batches)",
+            f"{s['n_updates']} of {s['steps_per_update']} steps",
+            "a few short updates",
+        ),
+        ("exudate share of answers", "not reported", frac_text, "measured here only"),
+        ("validation F-measure", "Fig. 2 curve; EGL above random", f_text, "one session, no random run beside it"),
+    ]
+    return pd.DataFrame(rows, columns=["quantity", "paper", "this run", "how ours differs"]).set_index("quantity")
+
+
+def overlapping_pairs(proposals: Sequence[Proposal]) -> float | None:
+    """Share of pairs of ``proposals`` (one image) whose patches overlap: centres closer than a patch
+    side in both directions. ``None`` for fewer than two proposals.
+    """
+    pairs = [
+        abs(a.row - b.row) < a.size and abs(a.col - b.col) < a.size
+        for n, a in enumerate(proposals)
+        for b in proposals[n + 1 :]
+    ]
+    return float(np.mean(pairs)) if pairs else None
+
+
+def _chance_of_at_least(x: int, n: int, p: float) -> float:
+    """P(X >= x) for X ~ Binomial(n, p): how often a uniform draw finds ``x`` exudates or more."""
+    return float(1.0 - sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(x)))
+
+
+def discussion(summary: dict[str, Any]) -> str:
+    """Notebook 07's closing discussion, every sentence chosen by this session's numbers (markdown)."""
+    s, out = summary, []
+    n, x, rand = s["n_answers"], s["n_exudate"], s.get("exudate_fraction_random_expected")
+    if not n:
+        return "No answers were given in this run, so there is nothing to discuss yet."
+    if rand is not None:
+        chance = _chance_of_at_least(x, n, rand)
+        if x == 0 and n * rand < 1:
+            verdict = "too few answers to tell the strategy from a random draw, which would have found none too"
+        elif chance < 0.05:
+            verdict = f"more than a random draw finds (it gets {x} or more only {chance:.1%} of the time)"
+        else:
+            verdict = f"no more than a random draw finds by luck ({chance:.0%} of the time it gets {x} or more)"
+        out.append(
+            f"{x} of {n} answers ({x / n:.0%}) were exudate, where a uniform draw over the same images' grids "
+            f"expects {n * rand:.1f} ({rand:.1%}): {verdict}."
+        )
+    f0, curve = s.get("f_measure_initial"), s.get("f_measure_per_update") or []
+    if curve and f0 is not None:
+        d = curve[-1] - f0
+        trend = "rose" if d > 0.01 else "fell" if d < -0.01 else "stayed where it was"
+        out.append(
+            f"The validation F-measure {trend} ({f0:.3f} before the first answer, "
+            + ", ".join(f"{f:.3f}" for f in curve)
+            + " after each update)"
+            + (
+                "; as no answer was an exudate, the rise comes from the extra SGD steps on L0 (the initial "
+                "model's patches, kept in every update), not from what the expert taught."
+                if x == 0 and d > 0.01
+                else "."
+            )
+        )
+    over = s.get("overlapping_pairs")
+    if over is not None:
+        out.append(
+            f"{over:.0%} of the pairs of the last proposals overlap one another: "
+            + (
+                "Phi changes little between neighbouring grid patches, so the top k are near-duplicates, "
+                'which BADGE\'s diverse picks (label_strategy="badge") avoid.'
+                if over > 0.5
+                else "the top k are spread over the image."
+            )
+        )
+    if s.get("seconds_per_update") is not None:
+        wait = s["seconds_per_update"] + s["seconds_per_proposal"]
+        out.append(
+            f"Between two batches of {s['k']} patches the expert waits {wait:.1f} s on this machine "
+            f"(update {s['seconds_per_update']:.1f} s, proposal {s['seconds_per_proposal']:.1f} s)"
+            + (
+                ", short enough to label without losing the thread."
+                if wait < 10
+                else ", long enough that a real session should update in the background."
+            )
+        )
+    if n < 100:
+        out.append(
+            f"With {n} answers this run shows the loop working, not EGL's label efficiency: "
+            "notebook 03 measures that over seeds against random."
+        )
+    return " ".join(out)

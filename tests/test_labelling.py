@@ -206,3 +206,57 @@ def test_the_loop_leaves_the_model_in_the_mode_it_found_it(records, tmp_path):
             assert model.training is training
             loop.propose()
             assert model.training is training and all(m.training is training for m in model.modules())
+
+
+def test_grid_prevalence_is_the_oracle_share_of_each_grid_averaged_over_images(records):
+    # brute force: tops 0, 16, 32, ... (64 px at 512 = 16 px at 128) while the patch fits, centre in the FOV,
+    # an exudate pixel within 2 px (8 at 512) of the centre
+    shares = []
+    for rec in records:
+        m, h = rec.exudate_mask, rec.image.shape[0]
+        cells = [(t + 24, s + 24) for t in range(0, h - 48 + 1, 16) for s in range(0, h - 48 + 1, 16)]
+        cells = [(r, c) for r, c in cells if rec.fov[r, c]]
+        shares.append(np.mean([m[max(r - 2, 0) : r + 3, max(c - 2, 0) : c + 3].any() for r, c in cells]))
+    assert labelling.grid_prevalence(records, stride=64) == pytest.approx(np.mean(shares))
+    assert any(s > 0 for s in shares)
+    with pytest.raises(ValueError, match="no records given"):
+        labelling.grid_prevalence([])
+
+
+def test_session_summary_paper_table_and_overlaps(records, tmp_path):
+    loop = _loop(records, tmp_path, val_pool=patches.exudate_pool(records, seed=0))
+    loop.simulate(2)
+    props = loop.propose()
+    timings = [{"propose_s": 1.0, "update_s": 3.0}, {"propose_s": 2.0, "update_s": 5.0}]
+    s = labelling.session_summary(loop, timings, image_size=128, f_initial=0.25, random_expected=0.01)
+    assert s["n_answers"] == 8 and s["n_images"] == 2 and s["n_updates"] == 2
+    assert s["f_measure_per_update"] == [h["f_measure"] for h in loop.history] and s["f_measure_final"] == s[
+        "f_measure_per_update"][-1]
+    assert s["seconds_per_update"] == 4.0 and s["seconds_per_proposal"] == 1.5
+    pairs = [(a, b) for n, a in enumerate(props) for b in props[n + 1 :]]  # patches overlap when |d| < 48 both ways
+    assert s["overlapping_pairs"] == pytest.approx(
+        np.mean([abs(a.row - b.row) < 48 and abs(a.col - b.col) < 48 for a, b in pairs]))
+    assert labelling.overlapping_pairs(props[:1]) is None
+    table = labelling.paper_vs_run(s, dataset="synthetic", mu=1, init_batches=40)
+    assert list(table.columns) == ["paper", "this run", "how ours differs"]
+    assert table.loc["validation F-measure", "this run"] == f"0.250 before, {s['f_measure_final']:.3f} after"
+    assert table.loc["initial model M", "this run"] == "40 batches of 32 from 1 image"
+
+
+def test_discussion_sentences_follow_the_numbers():
+    from scipy.stats import binom
+
+    base = {"n_answers": 20, "k": 4, "seconds_per_update": 1.0, "seconds_per_proposal": 2.0,
+            "exudate_fraction_random_expected": 0.05, "f_measure_initial": 0.2, "f_measure_per_update": [0.3, 0.5]}
+    assert labelling._chance_of_at_least(4, 20, 0.05) == pytest.approx(binom.sf(3, 20, 0.05))
+    many = labelling.discussion({**base, "n_exudate": 6, "overlapping_pairs": 0.9})
+    few = labelling.discussion({**base, "n_exudate": 1, "overlapping_pairs": 0.1})
+    assert f"only {binom.sf(5, 20, 0.05):.1%} of the time" in many and "more than a random draw finds" in many
+    assert "no more than a random draw finds by luck" in few
+    assert "near-duplicates" in many and "spread over the image" in few
+    assert "F-measure rose (0.200 before the first answer, 0.300, 0.500 after each update)." in many
+    none = labelling.discussion({**base, "n_answers": 8, "n_exudate": 0, "exudate_fraction_random_expected": 0.01,
+                                 "f_measure_per_update": [0.1]})
+    assert "too few answers to tell" in none and "F-measure fell" in none
+    assert "waits 3.0 s on this machine" in none and "With 8 answers" in none
+    assert labelling.discussion({"n_answers": 0, "n_exudate": 0}).startswith("No answers")
