@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from scipy import ndimage
 
@@ -18,6 +20,7 @@ from . import data, egl, metrics, models, patches
 __all__ = [
     "REMEDIES",
     "check_settings",
+    "parse_settings",
     "run_plan",
     "evaluate",
     "final_scores",
@@ -28,8 +31,12 @@ __all__ = [
     "picks_summary",
     "fp_table",
     "plot_picks_and_fp",
+    "plot_interestingness",
+    "interestingness_decay",
+    "plot_egl_map",
     "score_on_dataset",
     "notebook_metrics",
+    "paper_table",
     "discussion",
 ]
 
@@ -55,6 +62,20 @@ def check_settings(strategies: Sequence[str], remedies: Sequence[str], pool: str
             raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}; pass a whole number")
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}; pass a positive whole number")
+
+
+def parse_settings(strategies: str, remedies: str, pool: str, counts: dict) -> tuple[list, list]:
+    """The notebook's comma lists ``egl_strategies`` and ``egl_remedies`` as lists, checked by
+    :func:`check_settings` (with ``pool`` and the positive whole ``counts``).
+    """
+    for name, value in (("egl_strategies", strategies), ("egl_remedies", remedies)):
+        if not isinstance(value, str):
+            raise TypeError(
+                f"{name} must be a comma-separated string, got {type(value).__name__}; pass e.g. 'egl,random'"
+            )
+    lists = [[x.strip() for x in value.split(",") if x.strip()] for value in (strategies, remedies)]
+    check_settings(lists[0], lists[1], pool, counts)
+    return lists[0], lists[1]
 
 
 def run_plan(strategies, remedies, n_seeds: int, n_seeds_other: int, steps_per_round: int = 40) -> list:
@@ -227,6 +248,45 @@ def plot_picks_and_fp(axes, picks: dict, fp: dict) -> None:
     axes[0].figure.colorbar(im, ax=axes[1], label="false-positive rate")
 
 
+def plot_interestingness(res, upto_round: int | None = None):
+    """Fig. 3 shape: interestingness (sum of Phi over an image's grid patches) of every candidate
+    image against the SGD iterations at which it was measured, up to round ``upto_round``.
+    """
+    its = np.array([r["iterations"] for r in res.records[:-1]])  # measured before each round
+    n = len(its) if upto_round is None else int(upto_round)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(its[:n], res.interestingness[:n], marker=".", lw=1)
+    ax.set(xlabel="SGD iterations", ylabel="interestingness (sum of Φ over the image)", yscale="log",
+           title="EGL interestingness of candidate images")
+    return fig
+
+
+def interestingness_decay(res) -> dict:
+    """Median interestingness over the candidate images at the first and the last round of ``res``
+    (NaN entries, images already chosen, left out) and their ratio last / first.
+    """
+    rows = np.asarray(res.interestingness if res.interestingness is not None else np.zeros((0, 0)), float)
+    meds = [float(np.nanmedian(r)) for r in rows if np.isfinite(r).any()]
+    if not meds:
+        return {"rounds": 0, "first_median": None, "last_median": None, "ratio": None}
+    ratio = meds[-1] / meds[0] if meds[0] > 0 else None
+    return {"rounds": len(meds), "first_median": meds[0], "last_median": meds[-1], "ratio": ratio}
+
+
+def plot_egl_map(image: np.ndarray, phi_map: np.ndarray, mask: np.ndarray, stride: int):
+    """An image, its EGL map (magma, with a colour bar) and its exudate mask, side by side."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
+    axes[0].imshow(image)
+    im = axes[1].imshow(phi_map, cmap="magma")
+    fig.colorbar(im, ax=axes[1], label="Φ (expected gradient length)")
+    im = axes[2].imshow(np.asarray(mask, float), cmap="cividis", vmin=0, vmax=1)
+    fig.colorbar(im, ax=axes[2], ticks=[0, 1], label="exudate (1) or not (0)")
+    titles = ["validation image", f"EGL map Φ (grid step {stride} px)", "ground-truth exudates"]
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set(title=title, xlabel="x (px, standardized image)", ylabel="y (px)")
+    return fig
+
+
 def score_on_dataset(
     models_: dict, records, *, stride: float = 16, per_class: int = 986, seed: int = 0, plain_cap: int | None = None
 ) -> dict:
@@ -254,11 +314,17 @@ def score_on_dataset(
 
 
 def notebook_metrics(
-    *, test_grid, reference, plateau, full_scores, eff, collapses, finals, fp_table, picks, test_other, settings
+    *, test_grid, reference, plateau, full_scores, eff, collapses, finals, fp_table, picks, test_other, settings,
+    interestingness=None, data_info=None,
 ) -> dict:
-    """The ``03_lenet_egl`` section of metrics.json (keys documented in the issue)."""
+    """The ``03_lenet_egl`` section of metrics.json (keys documented in the issue; ``interestingness``
+    is :func:`interestingness_decay` of the first EGL run, ``data_info`` the data sizes for
+    :func:`paper_table`).
+    """
     ref = {k: reference[k] for k in ("f_measure", "sensitivity", "specificity", "ap")}
     return {
+        "interestingness": interestingness,
+        "data": data_info,
         "pool": {"prevalence": test_grid.prevalence, "n_grid": test_grid.n_grid},
         "reference": {
             "test": ref,
@@ -284,6 +350,69 @@ def notebook_metrics(
     }
 
 
+#: What Otálora et al. (2017) report or did, for :func:`paper_table` (from the paper's text).
+PAPER = {
+    "data": "e-ophtha EX: 47 images with exudates and healthy ones, 1440x960 to 2540x1690 px",
+    "training pool": "8,760 patches per class (after D4 augmentation)",
+    "test set": "986 balanced test patches (per class)",
+    "initial model": "4 random images; 5 batches of 32 patches (5 SGD steps)",
+    "repetitions": "one run per strategy, no confidence interval",
+    "EGL / random, labels": "EGL converges earlier: 'as few as 15 batches' (480 patches) suffice",
+    "final EGL vs random": "EGL reaches a better optimum (Fig. 2: F-measure, sensitivity, specificity)",
+    "all-data reference": "EGL performs similarly to the model trained on all data",
+    "collapsed runs": "not reported",
+    "interestingness": "decays to 0 once the model converges (Fig. 3)",
+}
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def paper_table(numbers: dict) -> pd.DataFrame:
+    """Paper vs this run, one row per quantity of :data:`PAPER`, built from this run's metrics
+    (``numbers``: :func:`notebook_metrics`' dict, with ``data`` and ``interestingness`` filled in).
+    """
+    n, st, d = numbers, numbers["settings"], numbers.get("data") or {}
+    rp, ra = n["ratio_egl_random"]["n_patches"], n["ratio_egl_random"]["aulc"]
+    ft = {k: (_mean([f["f_measure"] for f in v]), _mean([f["ap"] for f in v])) for k, v in n["final_test"].items()}
+    ref, it = n["reference"]["test"], n.get("interestingness") or {}
+    c = n["collapse_detail"]
+    ours = {
+        "data": f"{d.get('dataset', '?')}: "
+        + " / ".join(f"{v} {k}" for k, v in (d.get("images") or {}).items())
+        + f" images, standardized to {d.get('image_size', '?')} px",
+        "training pool": f"{d.get('pool_per_class', '?')} positions per class, D4 copies drawn on the fly",
+        "test set": f"{d.get('test_per_class', '?')} balanced patches per class; grid of {n['pool']['n_grid']} "
+        f"patches at {n['pool']['prevalence']:.2%} exudate",
+        "initial model": f"{st['mu']} random images; 160 patches, {st.get('initial_steps', '?')} SGD steps",
+        "repetitions": f"{st['n_seeds']} seeds of EGL and random, 95% percentile bootstrap CI over seeds",
+        "EGL / random, labels": f"patches to reach AP {n['target_ap']:.3f}: {_fmt(rp)}; "
+        f"AULC ratio {_fmt(ra)}",
+        "final EGL vs random": f"test F EGL {ft['egl'][0]:.3f} vs random {ft['random'][0]:.3f}; "
+        f"grid AP EGL {ft['egl'][1]:.3f} vs random {ft['random'][1]:.3f}",
+        "all-data reference": f"test F {ref['f_measure']:.3f}, grid AP {ref['ap']:.3f} "
+        f"(plateau rule: {n['reference']['epochs']} epochs)",
+        "collapsed runs": ", ".join(f"{k} {v['runs']}/{v['of']}" for k, v in c.items()),
+        "interestingness": "one round only: no decay measured" if it.get("rounds", 0) < 2 or it.get("ratio") is None
+        else f"median over candidates x{it['ratio']:.2f} from round 1 to round {it['rounds']}",
+    }
+    differs = {
+        "data": "synthetic images by default (or a local dataset), fewer and smaller",
+        "training pool": "scaled down (egl_max_per_image)",
+        "test set": "we add the natural-prevalence grid AP; the paper scores balanced patches only",
+        "initial model": "same labels, more SGD steps (see the cold-start cell)",
+        "repetitions": "seeds and CIs are ours",
+        "EGL / random, labels": "we count labels to a target AP, not SGD batches to a converged F",
+        "final EGL vs random": "mean over seeds; AP on the grid besides balanced F",
+        "all-data reference": "stopped by the plateau rule, not after 30 epochs",
+        "collapsed runs": "we count runs predicting one class (egl.degeneracy)",
+        "interestingness": "median over the candidate images of the first EGL seed",
+    }
+    rows = [{"quantity": k, "paper": v, "this run": ours[k], "how ours differs": differs[k]} for k, v in PAPER.items()]
+    return pd.DataFrame(rows).set_index("quantity")
+
+
 def _text(r: dict, collapses: dict) -> str:
     """README cell: geometric mean [95% CI], collapsed EGL and random runs."""
     if r["mean"] is None:
@@ -301,9 +430,17 @@ def _fmt(r: dict) -> str:
     return f"{r['mean']:.2f} (95% CI {r['ci_low']:.2f}-{r['ci_high']:.2f})"
 
 
-def discussion(eff, collapses, full_scores, reference, grid, fp, plateau, picks=None, finals=None) -> str:
+def _direction(rp: dict) -> str:
+    """'fewer' / 'more' / 'as many' labels (EGL vs random), from the geometric mean of the ratios."""
+    return "fewer" if rp["mean"] < 1 else "more" if rp["mean"] > 1 else "as many"
+
+
+def discussion(
+    eff, collapses, full_scores, reference, grid, fp, plateau, picks=None, finals=None, interest=None
+) -> str:
     """Discussion sentences written from this run's numbers (``picks``: :func:`picks_summary` per
-    strategy; ``finals``: the final test scores per strategy, for the mean test AP).
+    strategy; ``finals``: the final test scores per strategy, for the mean test AP; ``interest``:
+    :func:`interestingness_decay` of the first EGL run).
     """
     rp, ra = eff["ratio"]["n_patches"], eff["ratio"]["aulc"]
     still = (
@@ -320,12 +457,18 @@ def discussion(eff, collapses, full_scores, reference, grid, fp, plateau, picks=
         f"- EGL / random labelled patches to reach AP {eff['target_ap']:.3f}: {_fmt(rp)}; censored runs "
         f"(never reached): EGL {eff['censored']['egl']}, random {eff['censored']['random']}."
     )
-    if rp["mean"] is not None and rp["ci_high"] < 1:
-        lines.append("  EGL needed fewer labels than random, and the CI excludes 1.")
-    elif rp["mean"] is not None and rp["ci_low"] > 1:
-        lines.append("  EGL needed MORE labels than random here, and the CI excludes 1: EGL did not beat random.")
+    if rp["mean"] is None:
+        lines.append("  No seed gave a finite ratio, so this run cannot say which strategy needed fewer labels.")
+    elif rp["ci_high"] < 1:
+        lines.append(f"  EGL needed {_direction(rp)} labels than random here, and the CI excludes 1: this agrees "
+                     "with the paper's claim that EGL converges earlier.")
+    elif rp["ci_low"] > 1:
+        lines.append(f"  EGL needed {_direction(rp).upper()} labels than random here, and the CI excludes 1: EGL "
+                     "did not beat random, against the paper's claim.")
     else:
-        lines.append("  The CI includes 1: on these seeds EGL is not shown to beat random.")
+        word = "as many labels as" if _direction(rp) == "as many" else f"{_direction(rp)} labels than"
+        lines.append(f"  EGL needed {word} random here on average, but the CI includes 1: on these "
+                     f"{len(rp['per_seed'])} seeds EGL is not shown to beat random, nor random EGL.")
     lines.append(f"- Ratio of areas under the AP curves (EGL / random, above 1 = EGL better): {_fmt(ra)}.")
     if ra["mean"] is not None and not (rp["mean"] is not None and rp["ci_high"] < 1) and not ra["ci_low"] > 1:
         lines.append("  Plainly: on these seeds EGL did not beat random selection.")
@@ -346,6 +489,19 @@ def discussion(eff, collapses, full_scores, reference, grid, fp, plateau, picks=
                 f"random; EGL's negative picks by kind: {neg(e)} (random: {neg(r)})."
             )
     lines.append("- Collapsed runs: " + ", ".join(f"{n} {c['runs']}/{c['of']}" for n, c in collapses.items()) + ".")
+    e = collapses.get("egl")
+    if e is not None:
+        lines.append(f"  EGL collapsed in {e['runs']} of {e['of']} runs" + (
+            " (one class predicted at the end: see the collapsed-run cell)." if e["runs"] else "."))
+    if interest and interest.get("rounds", 0) >= 2 and interest.get("ratio") is not None:
+        trend = "fell" if interest["ratio"] < 1 else "rose"
+        lines.append(
+            f"- The median interestingness of the candidate images {trend} from {interest['first_median']:.3g} to "
+            f"{interest['last_median']:.3g} over {interest['rounds']} rounds (x{interest['ratio']:.2f}); the paper's "
+            "Fig. 3 shows it decaying to 0 as the model converges."
+        )
+    elif interest is not None:
+        lines.append("- Interestingness was measured in one round only, so its decay (Fig. 3) is not measured here.")
     worst = {n: max((k for k in v if k != "plain" and v[k]), key=lambda k: v[k], default=None) for n, v in fp.items()}
     lines.append(
         "- Most confused confounder per model: "
