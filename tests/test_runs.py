@@ -513,3 +513,113 @@ def test_a_cell_tagged_raises_exception_is_a_lesson_not_a_failure(tmp_path):
     assert "went on" in executed.cells[-1].outputs[0]["text"]
     bad = runs.run_series({}, {"untagged": "true"}, run_dir=tmp_path / "b", notebooks=d, progress=False)
     assert not bad.ok and "TypeError: a real failure" in bad.results[0].error
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs compared (notebook 06) and the README's sweep example
+# ---------------------------------------------------------------------------------------------
+
+
+def _readme_sweep_commands():
+    """Every ``fundus_nb sweep`` command of the README that sets -p values, continuation lines joined."""
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ")
+    lines = [x.strip() for x in text.splitlines() if x.strip().startswith(".venv/bin/python -m fundus_nb sweep ")]
+    return [shlex.split(x.split("  #")[0]) for x in lines if " -p " in x]
+
+
+def test_the_readme_sweep_example_resolves_against_the_shipped_notebooks():
+    commands = _readme_sweep_commands()
+    assert commands, "the README shows no sweep example with -p"
+    notebooks = runs.list_notebooks()
+    for words in commands:
+        pairs = [words[i + 1:i + 3] for i, w in enumerate(words) if w in ("-p", "--param")]
+        preset = words[words.index("--preset") + 1] if "--preset" in words else "default"
+        spec = runs.parse_overrides(pairs)
+        assert len(spec) >= 2, f"the README's sweep example should sweep two parameters: {' '.join(words)}"
+        grid = runs.sweep_grid(spec)
+        assert len(grid) == int(np.prod([len(v.split(",")) for v in spec.values()]))
+        for point in grid:
+            per_notebook = runs.resolve_parameters(notebooks, preset, point)
+            for name, value in point.items():
+                users = [nb for nb, params in per_notebook.items() if name in params]
+                assert users, f"no shipped notebook declares {name!r} of the README's sweep example"
+                assert all(str(per_notebook[nb][name]) == value for nb in users), (name, value)
+
+
+def _fake_run(folder, params, numbers, preset="quick", with_record=True):
+    """A run folder holding ``numbers`` ({(section, key): value}) made with ``params``."""
+    for (section, key), value in numbers.items():
+        runs.record_metrics(folder, section, {**runs.load_metrics(folder).get(section, {}), key: value})
+    if with_record:
+        runs.write_record(folder, {"version": "0.1.0", "preset": preset, "notebooks": {
+            s: {"status": "ok", "parameters": {**params, "run_dir": str(folder)}, "wall_s": 2.0}
+            for s, _ in numbers}})
+    return Path(folder)
+
+
+def test_run_parameters_fall_back_to_the_executed_notebooks_papermill_metadata(series, tmp_path):
+    run_dir = tmp_path / "run"
+    runs.run_series({"seed": 4}, {"scale": "3"}, run_dir=run_dir, notebooks=series, progress=False)
+    from_record = runs.run_parameters(run_dir)
+    (run_dir / "run.json").unlink()
+    from_notebooks = runs.run_parameters(run_dir)
+    expected = {}
+    for path in sorted(run_dir.glob("*.ipynb")):  # independent reading: nbformat, every notebook
+        expected.update(nbformat.read(str(path), as_version=4).metadata["papermill"]["parameters"])
+    expected.pop("run_dir")
+    assert from_notebooks == {"preset": None, **expected}
+    assert from_record == {"preset": "custom", **expected} and expected["seed"] == 4 and expected["scale"] == 3.0
+
+
+def test_runs_table_and_swept_parameters_find_what_differs_within_a_preset(tmp_path):
+    _fake_run(tmp_path / "a", {"seed": 0, "egl_k": 16, "lr": 0.1}, {("05_evaluation", "x"): 1.0})
+    _fake_run(tmp_path / "b", {"seed": 1, "egl_k": 16, "lr": 0.1}, {("05_evaluation", "x"): 2.0})
+    _fake_run(tmp_path / "c", {"seed": 0, "egl_k": 32, "lr": 0.1}, {("05_evaluation", "x"): 3.0})
+    _fake_run(tmp_path / "d", {"seed": 0, "egl_k": 16, "lr": 0.5}, {("05_evaluation", "x"): 4.0}, preset="default")
+    _fake_run(tmp_path / "e", {"seed": 0}, {("03_lenet_egl", "y"): 5.0})  # a run without egl_k
+    (tmp_path / "sweep" / "empty").mkdir(parents=True)
+    found = runs.runs_table(tmp_path)
+    assert list(found["run"]) == ["a", "b", "c", "d", "e"] and list(found["wall_s"]) == [2.0] * 5
+    assert found.loc[1, "seed"] == 1 and type(found.loc[1, "seed"]) is int and found.loc[4, "egl_k"] is None
+    # lr differs only between presets, egl_k and seed within 'quick'; e's missing egl_k does not count
+    assert runs.swept_parameters(found) == ["egl_k", "seed"]
+    assert runs.swept_parameters(runs.collect_metrics(tmp_path)) == ["egl_k", "seed"]
+    assert runs.replicate_groups(["egl_k", "eval_test_seed", "seed"]) == ["preset", "egl_k"]
+    with pytest.raises(RunError, match="holds no run .*pass the folder that holds your runs"):
+        runs.runs_table(tmp_path / "sweep")
+    with pytest.raises(TypeError, match="must be a pandas DataFrame"):
+        runs.swept_parameters([{"run": "a"}])
+
+
+def test_compare_runs_matches_a_brute_force_grouping(tmp_path):
+    rng = np.random.default_rng(0)
+    label, section, key = runs.COMPARED[3]
+    expected = {}
+    for i, (k, seed) in enumerate(itertools.product([16, 32], [0, 1, 2])):
+        az = float(rng.random())
+        expected.setdefault(str(k), []).append(az)
+        _fake_run(tmp_path / f"r{i}", {"seed": seed, "egl_k": k}, {(section, "image_level.ses.az"): az})
+    runs.record_metrics(tmp_path / "r0", "05_evaluation", {"image_level": {"ses": {"az": expected["16"][0]}},
+                                                          "not_compared": 9.0})
+    table = runs.collect_metrics(tmp_path)
+    got = runs.compare_runs(table, ["preset", "egl_k"])
+    assert list(got.columns) == ["preset", "egl_k", "metric", "runs", "seeds", "mean", "std", "min", "max"]
+    assert list(got["metric"]) == [label, label] and list(got["egl_k"]) == ["16", "32"]
+    for row in got.itertuples():
+        v = np.array(expected[row.egl_k])
+        assert row.runs == 3 and row.seeds == 3
+        np.testing.assert_allclose([row.mean, row.std, row.min, row.max], [v.mean(), v.std(ddof=1), v.min(), v.max()])
+    effects = runs.parameter_effects(table, ["egl_k", "seed"]).set_index("parameter")
+    means = [np.mean(expected["16"]), np.mean(expected["32"])]
+    np.testing.assert_allclose(effects.loc["egl_k", "effect"], abs(means[0] - means[1]))
+    spread = np.mean([np.std(expected[k], ddof=1) for k in ("16", "32")])
+    np.testing.assert_allclose(effects.loc["egl_k", "spread"], spread)
+    assert effects.loc["egl_k", "bigger"] == (abs(means[0] - means[1]) > 2 * effects.loc["egl_k", "spread"])
+    assert effects.loc["seed", "bigger"] is None  # each seed value holds one seed: no spread to weigh it
+    with pytest.raises(ValueError, match="cannot group by strategy: no run recorded it"):
+        runs.compare_runs(table, ["preset", "strategy"])
+    text = runs.discuss_runs(runs.runs_table(tmp_path), table, ["egl_k", "seed"])
+    assert "6 run folder(s) (quick ×6)" in text and "`egl_k` (16, 32)" in text
+    assert f"moved {label} by {abs(means[0] - means[1]):.3f}" in text

@@ -43,13 +43,33 @@ from .params import (
     resolve_parameters,
 )
 from .records import LESIONS, balanced, independent_records, split_records
-from .report import HEADLINES, README_END, README_START, collect_metrics, summary_table, update_readme, write_summary
+from .report import (
+    COMPARED,
+    HEADLINES,
+    README_END,
+    README_START,
+    collect_metrics,
+    compare_runs,
+    compared_metrics,
+    discuss_runs,
+    find_runs,
+    parameter_effects,
+    replicate_groups,
+    run_parameters,
+    runs_table,
+    summary_table,
+    swept_parameters,
+    update_readme,
+    write_summary,
+)
 from .sweep import point_name, run_sweep, sweep_grid
 
 __all__ = [
-    "HEADLINES", "LESIONS", "MADE_BY", "PRESETS", "README_END", "README_START", "RUN_RECORD",
+    "COMPARED", "HEADLINES", "LESIONS", "MADE_BY", "PRESETS", "README_END", "README_START", "RUN_RECORD",
     "NotebookResult", "Parameter", "RunError", "RunResult",
-    "balanced", "collect_metrics", "independent_records", "list_notebooks", "load_checkpoint",
+    "balanced", "collect_metrics", "compare_runs", "compared_metrics", "discuss_runs", "find_runs",
+    "parameter_effects", "replicate_groups", "run_parameters", "runs_table", "swept_parameters",
+    "independent_records", "list_notebooks", "load_checkpoint",
     "load_dataset_overlay", "load_metrics", "load_model", "load_preset", "load_split", "model_path",
     "new_run_id", "notebook_parameters", "notebooks_dir", "parse_overrides", "point_name",
     "prepare_run_dir", "read_record", "record_metrics", "require", "resolve_parameters", "run_series",

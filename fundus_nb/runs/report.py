@@ -1,4 +1,6 @@
-"""What a run found: the summary table, the README's results block, and all runs as one table."""
+"""What a run found: the summary table, the README's results block, all runs as one table, and
+runs compared: grouped by preset and by every parameter that differs between them (notebook 06).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import atomic_write_text, project_root
-from .artifacts import load_metrics, read_record
+from .artifacts import RUN_RECORD, load_metrics, read_record
 from .params import RunError
 
 # (label, section of metrics.json, dotted key). Keys that a run lacks show as "n/a".
@@ -115,8 +117,8 @@ def collect_metrics(root: str | os.PathLike) -> pd.DataFrame:
 
     Columns: ``run`` (folder relative to ``root``), ``section`` (notebook), ``metric`` (dotted
     key, flattened by :func:`pandas.json_normalize`), ``value``, then one column per notebook
-    parameter the run used (``seed``, ``strategy``, ...; from ``run.json``) and ``preset``. Only
-    numeric entries are kept.
+    parameter the run used (``seed``, ``egl_k``, ...; see :func:`run_parameters`) and ``preset``.
+    Only numeric entries are kept.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -128,15 +130,321 @@ def collect_metrics(root: str | os.PathLike) -> pd.DataFrame:
             metrics = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise RunError(f"{path} is not valid JSON ({exc}); rerun that run or remove the file") from None
-        record = read_record(run_dir)
-        params: dict[str, Any] = {"preset": record.get("preset")}
-        for info in record.get("notebooks", {}).values():
-            for k, v in info.get("parameters", {}).items():
-                if k != "run_dir":
-                    params.setdefault(k, v)
-        name = str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
+        params = run_parameters(run_dir)
+        name = _run_name(root, run_dir)
         for section, values in metrics.items():
             for metric, value in _numeric_items(values):
                 rows.append({"run": name, "section": section, "metric": metric, "value": value, **params})
     columns = ["run", "section", "metric", "value"]
     return pd.DataFrame(rows, columns=None if rows else columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs compared (notebook 06): which runs, which parameters differ, grouped numbers, discussion
+# ---------------------------------------------------------------------------------------------
+
+#: The numbers notebook 06 compares across runs: (label, section of metrics.json, dotted key).
+COMPARED: list[tuple[str, str, str]] = [
+    ("EGL/random patches to reach the AP (<1: EGL better)", "03_lenet_egl", "ratio_egl_random.n_patches.mean"),
+    ("EGL/random area under AP curve (>1: EGL better)", "03_lenet_egl", "ratio_egl_random.aulc.mean"),
+    ("SeS/NSeS epochs to plateau (paper 0.35)", "04_ses_hemorrhage", "plateau_ratio_ses_over_nses.mean"),
+    ("Test Az SeS", "05_evaluation", "image_level.ses.az"),
+    ("Test Az NSeS", "05_evaluation", "image_level.nses.az"),
+    ("FROC sensitivity SeS @1 FP/image", "05_evaluation", "froc.ses.sens_at_1"),
+    ("FROC sensitivity NSeS @1 FP/image", "05_evaluation", "froc.nses.sens_at_1"),
+]
+_NOT_PARAMETERS = {"run", "section", "metric", "value", "preset", "notebooks ok", "wall_s"}
+
+
+def _run_name(root: Path, run_dir: Path) -> str:
+    return str(run_dir.relative_to(root)) if run_dir != root else run_dir.name
+
+
+def _papermill_parameters(path: Path) -> dict[str, Any]:
+    """``metadata.papermill.parameters`` of an executed notebook ({} when absent or unreadable)."""
+    try:
+        meta = json.loads(path.read_text()).get("metadata", {})
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return {}  # a copy that papermill is still writing, or not a notebook: nothing recorded
+    return dict(meta.get("papermill", {}).get("parameters") or {})
+
+
+def run_parameters(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The preset and the notebook parameters a run used (``run_dir`` itself left out).
+
+    Read from ``run.json`` (the main job's record of each notebook's parameters); a notebook the
+    record does not list (a folder run by hand with papermill) is read from its executed copy's
+    ``metadata.papermill.parameters``. A name two notebooks set differently keeps the value of the
+    first notebook in number order. ``preset`` is None where no ``run.json`` says it.
+    """
+    run_dir = Path(run_dir)
+    record = read_record(run_dir)
+    per_notebook = {name: info.get("parameters", {}) for name, info in record.get("notebooks", {}).items()}
+    for path in sorted(run_dir.glob("[0-9][0-9]_*.ipynb")):
+        if path.stem not in per_notebook:
+            per_notebook[path.stem] = _papermill_parameters(path)
+    params: dict[str, Any] = {"preset": record.get("preset")}
+    for name in sorted(per_notebook):
+        for key, value in per_notebook[name].items():
+            if key != "run_dir":
+                params.setdefault(key, value)
+    return params
+
+
+def find_runs(root: str | os.PathLike) -> list[Path]:
+    """The run folders below ``root`` (each holds a ``metrics.json`` or a ``run.json``), sorted.
+
+    Raises :class:`FileNotFoundError` when ``root`` is not a folder and :class:`RunError` when it
+    holds no run.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"no folder {root}: pass the folder that holds your runs (e.g. runs/)")
+    found = sorted({path.parent for name in ("metrics.json", RUN_RECORD) for path in root.rglob(name)})
+    if not found:
+        raise RunError(
+            f"{root} holds no run (no metrics.json or {RUN_RECORD} below it); pass the folder that holds "
+            "your runs (e.g. runs/) or make one with python -m fundus_nb run --preset quick"
+        )
+    return found
+
+
+def runs_table(root: str | os.PathLike) -> pd.DataFrame:
+    """One row per run below ``root``: ``run``, ``preset``, ``notebooks ok`` (their numbers),
+    ``wall_s`` (seconds, all notebooks), then every parameter the run used (:func:`run_parameters`).
+
+    Values keep their Python types (object columns), so a seed stays ``1``, not ``1.0``; a
+    parameter a run did not use is None. Raises like :func:`find_runs` when there is no run.
+    """
+    root = Path(root).expanduser()
+    rows = []
+    for run_dir in find_runs(root):
+        books = read_record(run_dir).get("notebooks", {})
+        ok = sorted(name[:2] for name, info in books.items() if info.get("status") == "ok")
+        wall = sum(float(info.get("wall_s") or 0.0) for info in books.values())
+        params = run_parameters(run_dir)
+        rows.append({"run": _run_name(root, run_dir), "preset": params.pop("preset"),
+                     "notebooks ok": ",".join(ok) or "-", "wall_s": round(wall, 1), **dict(sorted(params.items()))})
+    frame = pd.DataFrame(rows, dtype=object)
+    frame["wall_s"] = frame["wall_s"].astype(float)
+    return frame.where(frame.notna(), None)
+
+
+def _text(value: Any) -> str:
+    """A parameter value as a group label: ``16`` for 16 or 16.0, ``n/a`` for a missing value."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "n/a"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if value == "":
+        return '""'
+
+    return str(value)
+
+
+def swept_parameters(frame: pd.DataFrame) -> list[str]:
+    """The parameters that differ between runs of the same preset, sorted by name.
+
+    ``frame`` is :func:`runs_table` or :func:`collect_metrics`'s table (one or many rows per run).
+    A parameter counts when two runs of one preset recorded two different values of it (a run that
+    did not use it does not count): these are what a sweep or a ``-p`` override changed.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame must be a pandas DataFrame, got {type(frame).__name__}; pass runs.runs_table(root)")
+    if frame.empty:
+        return []
+    per_run = frame.drop_duplicates("run")
+    preset = per_run["preset"].map(_text)
+    swept = []
+    for name in per_run.columns:
+        if name in _NOT_PARAMETERS:
+            continue
+        values = per_run[name].map(lambda v: None if _text(v) == "n/a" else _text(v))
+        if (values.groupby(preset).nunique(dropna=True) > 1).any():
+            swept.append(name)
+    return sorted(swept)
+
+
+def compared_metrics(table: pd.DataFrame, metrics: list[tuple[str, str, str]] | None = None,
+                     by: list[str] | tuple[str, ...] = ()) -> pd.DataFrame:
+    """The rows of :func:`collect_metrics`'s table that hold a compared number, ``metric`` replaced
+    by its label (``metrics``: (label, section, key) triples; default :data:`COMPARED`). With
+    ``by``, a column ``group`` names each row's group of runs (e.g. ``quick · 16``).
+    """
+    metrics = COMPARED if metrics is None else metrics
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}; "
+                        "pass runs.collect_metrics(root)")
+    if table.empty:
+        return table.copy()
+    labels = {(section, key): label for label, section, key in metrics}
+    keys = list(zip(table["section"], table["metric"], strict=True))
+    picked = table[[key in labels for key in keys]].copy()
+    picked["metric"] = pd.Categorical([labels[k] for k in keys if k in labels],
+                                      categories=list(dict.fromkeys(label for label, _, _ in metrics)))
+    if by:
+        _check_columns(table, by)
+        picked["group"] = [" · ".join(_text(v) for v in row) for row in picked[list(by)].itertuples(index=False)]
+    return picked.sort_values(["metric", "run"]).reset_index(drop=True)
+
+
+def _check_columns(table: pd.DataFrame, by: list[str] | tuple[str, ...]) -> None:
+    unknown = [name for name in by if name not in table.columns]
+    if unknown and not table.empty:
+        known = sorted(c for c in table.columns if c not in _NOT_PARAMETERS - {"preset"})
+        raise ValueError(f"cannot group by {', '.join(unknown)}: no run recorded it; choose from {', '.join(known)}")
+
+
+def compare_runs(table: pd.DataFrame, by: list[str] | tuple[str, ...] = ("preset",),
+                 metrics: list[tuple[str, str, str]] | None = None) -> pd.DataFrame:
+    """Each compared number per group of runs: ``runs``, ``seeds`` (distinct seeds), ``mean``, ``std``,
+    ``min``, ``max``.
+
+    Runs that share the values of the ``by`` columns form a group (its runs are replicates, e.g.
+    seeds); ``std`` is the sample standard deviation (n - 1), NaN for a group of one run. Group
+    values are shown as text (``n/a`` for a run without that parameter).
+    """
+    by = list(by)
+    _check_columns(table, by)
+    return _aggregate(compared_metrics(table, metrics), by)
+
+
+def _aggregate(picked: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """:func:`compare_runs` on rows :func:`compared_metrics` already picked."""
+    columns = [*by, "metric", "runs", "seeds", "mean", "std", "min", "max"]
+    if picked.empty:
+        return pd.DataFrame(columns=columns)
+    picked = picked.copy()
+    for name in by:
+        picked[name] = picked[name].map(_text)
+    seeds = picked["seed"].map(_text) if "seed" in picked.columns else pd.Series("n/a", index=picked.index)
+    picked["_seed"] = seeds.where(seeds != "n/a")  # NaN: not counted as a seed
+    grouped = picked.groupby([*by, "metric"], observed=True, sort=True)
+    out = grouped["value"].agg(runs="count", mean="mean", std="std", min="min", max="max")
+    out["seeds"] = grouped["_seed"].nunique()
+    return out.reset_index()[columns]
+
+
+def parameter_effects(table: pd.DataFrame, swept: list[str],
+                      metrics: list[tuple[str, str, str]] | None = None) -> pd.DataFrame:
+    """For each swept parameter, preset and compared number: how far apart the means of its values
+    are (``effect``: largest mean minus smallest) against the spread of runs that share a value
+    (``spread``: the mean standard deviation of the values that ran with two seeds or more; NaN when
+    none did: runs repeated with the same seed repeat the same numbers and measure no spread).
+    Runs that did not use the parameter (``n/a``) are left out.
+
+    ``bigger`` is True when the effect exceeds twice the spread, a rough rule of thumb (two means of
+    a few runs each differ by about the spread by chance alone); None when there is no spread.
+    """
+    rows = []
+    _check_columns(table, swept)
+    picked = compared_metrics(table, metrics)
+    for name in swept:
+        for (preset, metric), sub in _aggregate(picked, ["preset", name]).groupby(["preset", "metric"], observed=True):
+            sub = sub[sub[name] != "n/a"]
+            if len(sub) < 2:
+                continue  # one value of the parameter in this preset: nothing to compare
+            effect = float(sub["mean"].max() - sub["mean"].min())
+            seeded = sub.loc[sub["seeds"] > 1, "std"].dropna()
+            spread = float(seeded.mean()) if len(seeded) else float("nan")
+            rows.append({"parameter": name, "preset": preset, "metric": metric,
+                         "values": ", ".join(sub[name]), "runs": int(sub["runs"].sum()),
+                         "effect": effect, "spread": spread,
+                         "bigger": None if np.isnan(spread) else bool(effect > 2 * spread + 1e-12)})
+    columns = ["parameter", "preset", "metric", "values", "runs", "effect", "spread", "bigger"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _is_seed(name: str) -> bool:
+    return name == "seed" or name.endswith("_seed")
+
+
+def replicate_groups(swept: list[str]) -> list[str]:
+    """The columns that define a group of replicates: ``preset`` and every swept parameter except
+    seeds (``seed``, ``*_seed``), so that runs differing only in their seed are pooled.
+    """
+    return ["preset", *(name for name in swept if not _is_seed(name))]
+
+
+def _count_text(counts: pd.Series) -> str:
+    return ", ".join(f"{name} ×{n}" for name, n in counts.items())
+
+
+def _paired_sentences(picked: pd.DataFrame) -> list[str]:
+    """Per preset: in how many runs SeS beat NSeS on test Az, and EGL needed fewer patches than random."""
+    if picked.empty:
+        return []
+    wide = picked.assign(preset=picked["preset"].map(_text)).pivot_table(
+        index=["preset", "run"], columns="metric", values="value", observed=True)
+    out = []
+    ses, nses, ratio = COMPARED[3][0], COMPARED[4][0], COMPARED[0][0]
+    for preset, sub in wide.groupby(level="preset"):
+        if {ses, nses} <= set(sub.columns) and sub[[ses, nses]].notna().all(axis=1).any():
+            both = sub[[ses, nses]].dropna()
+            wins, losses = int((both[ses] > both[nses]).sum()), int((both[ses] < both[nses]).sum())
+            out.append(f"In preset `{preset}`, SeS had the higher test Az in {wins} of {len(both)} run(s), NSeS "
+                       f"in {losses}, a tie in {len(both) - wins - losses} (mean SeS − NSeS "
+                       f"{float((both[ses] - both[nses]).mean()):+.3f}).")
+        if ratio in sub.columns and sub[ratio].notna().any():
+            r = sub[ratio].dropna()
+            fewer = int((r < 1).sum())
+            out.append(f"In preset `{preset}`, EGL needed fewer labelled patches than random (ratio < 1) in "
+                       f"{fewer} of {len(r)} run(s) (ratios {r.min():.2f} to {r.max():.2f}).")
+    return out
+
+
+def discuss_runs(found: pd.DataFrame, table: pd.DataFrame, swept: list[str], max_effects: int = 6,
+                 effects: pd.DataFrame | None = None) -> str:
+    """The discussion of notebook 06 as Markdown: which runs, what differs, what the numbers say.
+
+    Every sentence is built from ``found`` (:func:`runs_table`), ``table`` (:func:`collect_metrics`)
+    and ``swept`` (:func:`swept_parameters`); at most ``max_effects`` effect sentences, the
+    strongest first. ``effects`` is :func:`parameter_effects`'s table when already computed.
+    """
+    picked = compared_metrics(table)
+    with_numbers = picked["run"].nunique() if len(picked) else 0
+    presets = found["preset"].map(_text).value_counts()
+    lines = [f"- This comparison read {len(found)} run folder(s) ({_count_text(presets)}); {with_numbers} of "
+             f"them recorded at least one of the {len(COMPARED)} compared numbers."]
+    if not swept:
+        lines.append("- No parameter differs between two runs of the same preset, so nothing was swept here: "
+                     "a difference between presets mixes all their sizes and epochs at once and cannot be "
+                     "traced to one parameter.")
+    else:
+        shown = [f"`{n}` ({', '.join(sorted({_text(v) for v in found[n] if _text(v) != 'n/a'}))})" for n in swept]
+        lines.append(f"- Parameters that differ within a preset (swept): {', '.join(shown)}.")
+    groups = compare_runs(table, replicate_groups(swept)) if len(picked) else pd.DataFrame()
+    if len(groups):
+        several = int((groups["seeds"] > 1).sum())
+        measured = (f"all {several} (group, number) cells ran with two seeds or more" if several == len(groups)
+                    else f"{several} of {len(groups)} (group, number) cells ran with two seeds or more")
+        lines.append(f"- Grouping by {', '.join(f'`{c}`' for c in replicate_groups(swept))}: {measured}, so "
+                     "their standard deviation measures the seed-to-seed spread"
+                     + ("." if several == len(groups) else
+                        f"; the other {len(groups) - several} ran with one seed (a run repeated with the same "
+                        "seed repeats its numbers), so their spread is unknown: sweep the seed to measure it."))
+    if effects is None:
+        effects = parameter_effects(table, swept) if len(picked) else pd.DataFrame()
+    effects = effects[[not _is_seed(name) for name in effects["parameter"]]] if len(effects) else effects
+    if len(effects):  # the seed's own "effect" is the seed-to-seed spread: no sentence of its own
+        effects = effects.assign(order=effects["bigger"].map({True: 0, False: 1, None: 2})).sort_values(
+            ["order", "effect"], ascending=[True, False])
+        for row in effects.head(max_effects).itertuples():
+            head = (f"- Changing `{row.parameter}` ({row.values}) in preset `{row.preset}` moved {row.metric} "
+                    f"by {row.effect:.3f}")
+            if row.bigger is None:
+                lines.append(f"{head}; no value ran with two seeds or more, so this cannot be told apart from "
+                             "seed-to-seed noise.")
+            elif row.bigger:
+                lines.append(f"{head}, more than twice the spread of runs that share a value ({row.spread:.3f}): "
+                             "worth confirming with more seeds.")
+            else:
+                lines.append(f"{head}, within twice the spread of runs that share a value ({row.spread:.3f}): "
+                             f"no evidence here that `{row.parameter}` matters for it.")
+        if len(effects) > max_effects:
+            lines.append(f"- ({len(effects) - max_effects} more rows in the effects table above.)")
+    lines += [f"- {s}" for s in _paired_sentences(picked)]
+    if not len(picked):
+        lines.append("- No run holds a compared number yet: run notebooks 03-05 (e.g. `python -m fundus_nb run "
+                     "--preset quick`) and compare again.")
+    return "\n".join(lines)
