@@ -385,7 +385,8 @@ def paper_table(numbers: dict) -> pd.DataFrame:
         "training pool": f"{d.get('pool_per_class', '?')} positions per class, D4 copies drawn on the fly",
         "test set": f"{d.get('test_per_class', '?')} balanced patches per class; grid of {n['pool']['n_grid']} "
         f"patches at {n['pool']['prevalence']:.2%} exudate",
-        "initial model": f"{st['mu']} random images; 160 patches, {st.get('initial_steps', '?')} SGD steps",
+        "initial model": f"{st['mu']} random images; {d.get('initial_patches', '?')} patches, "
+        f"{st.get('initial_steps', '?')} SGD steps",
         "repetitions": f"{st['n_seeds']} seeds of EGL and random, 95% percentile bootstrap CI over seeds",
         "EGL / random, labels": f"patches to reach AP {n['target_ap']:.3f}: {_fmt(rp)}; "
         f"AULC ratio {_fmt(ra)}",

@@ -103,7 +103,7 @@ def _numbers(ci, collapsed=1, ratio=0.5, rounds=3):
     return {
         "settings": {"mu": 4, "n_seeds": 2, "initial_steps": 150},
         "data": {"dataset": "synthetic", "images": {"train": 8}, "image_size": 512, "pool_per_class": 90,
-                 "test_per_class": 100},
+                 "test_per_class": 100, "initial_patches": 160},
         "ratio_egl_random": {"n_patches": r, "aulc": r},
         "final_test": finals,
         "reference": {"test": {"f_measure": 0.95, "ap": 0.4}, "epochs": 7},
@@ -124,6 +124,7 @@ def test_paper_table_puts_this_runs_numbers_beside_the_papers():
     assert "x0.50" in table.loc["interestingness", "this run"]
     assert "1.20% exudate" in table.loc["test set", "this run"]
     assert table.loc["data", "this run"] == "synthetic: 8 train images, standardized to 512 px"
+    assert table.loc["initial model", "this run"] == "4 random images; 160 patches, 150 SGD steps"
     one = egl_report.paper_table(_numbers((0.6, 0.9), rounds=1))
     assert "no decay measured" in one.loc["interestingness", "this run"]
 
