@@ -257,3 +257,21 @@ def test_paper_table_reads_the_training_row_from_notebook_04(toy):
     ses = {"epochs": 30, "patches_per_epoch": 1280, "n_train_images": 32}
     row = eval_report.paper_table(r, ses).loc["training (both networks)"]
     assert row["this run"] == "30 epochs of 1,280 patches, 32 training images" and row["paper"].startswith("SeS 60")
+
+
+def test_one_class_test_set_is_reported_as_na_with_the_fallback_rule(toy):
+    test, cands, _ = toy
+    one = eval_report.hemorrhage_test_set(test.records[:4], "lesions only")
+    froc = eval_report.froc_curves(one, {k: v[:4] for k, v in cands.items()}, 2.0, 30, 0)
+    r = eval_report.notebook_metrics(
+        test=one, table3_rows=None, table4_rows=None, paired=(None, None), plateau={}, froc=froc,
+        patch_scores={"f_measure": 0.5, "sensitivity": 0.4, "specificity": 0.6}, n_patches=40,
+        egl_independent=None, settings={"image_size": 48, "tolerance_px_at_run": 0.75, "n_bootstrap": 30})
+    na = "n/a: all 4 test images have hemorrhages (one class)"
+    assert r["image_level"]["ses"] == {"az": None, "az_text": na, "reason": na}
+    assert r["test"]["ses"]["text"] == na and r["test"]["paired_text"] == na
+    assert r["froc"]["ses"]["fp_rule"].startswith("fallback") and "no CI" in r["test"]["ses"]["froc_text"]
+    text = eval_report.discussion(r)
+    assert f"are {na}" in text and "not comparable with the paper's Fig. 7" in text and "Table IV was skipped" in text
+    assert eval_report.paper_table(r).loc["SeS FROC sensitivity @0.1 / @1 FP/image", "how ours differs"].startswith(
+        "FALLBACK")
