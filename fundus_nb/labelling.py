@@ -741,7 +741,9 @@ def discussion(summary: dict[str, Any]) -> str:
     if rand is not None:
         chance = _chance_of_at_least(x, n, rand)
         if x == 0 and n * rand < 1:
-            verdict = "too few answers to tell the strategy from a random draw, which would have found none too"
+            verdict = (
+                "too few answers to tell the strategy from a random draw, which would most likely have found none too"
+            )
         elif chance < 0.05:
             verdict = f"more than a random draw finds (it gets {x} or more only {chance:.1%} of the time)"
         else:
@@ -759,8 +761,8 @@ def discussion(summary: dict[str, Any]) -> str:
             + ", ".join(f"{f:.3f}" for f in curve)
             + " after each update)"
             + (
-                "; as no answer was an exudate, the rise comes from the extra SGD steps on L0 (the initial "
-                "model's patches, kept in every update), not from what the expert taught."
+                "; as no answer was an exudate, the answers only added healthy examples and the rise comes from "
+                "the extra SGD steps on L0 (the initial model's patches, kept in every update)."
                 if x == 0 and d > 0.01
                 else "."
             )
@@ -771,7 +773,7 @@ def discussion(summary: dict[str, Any]) -> str:
             f"{over:.0%} of the pairs of the last proposals overlap one another: "
             + (
                 "Phi changes little between neighbouring grid patches, so the top k are near-duplicates, "
-                'which BADGE\'s diverse picks (label_strategy="badge") avoid.'
+                'which BADGE\'s diverse picks (label_strategy="badge") are designed to avoid.'
                 if over > 0.5
                 else "the top k are spread over the image."
             )

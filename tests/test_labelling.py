@@ -224,7 +224,8 @@ def test_grid_prevalence_is_the_oracle_share_of_each_grid_averaged_over_images(r
 
 
 def test_session_summary_paper_table_and_overlaps(records, tmp_path):
-    loop = _loop(records, tmp_path, val_pool=patches.exudate_pool(records, seed=0))
+    val = patches.exudate_pool(records, max_positives_per_image=10, max_negatives_per_image=10, seed=0)
+    loop = _loop(records, tmp_path, val_pool=val)
     loop.simulate(2)
     props = loop.propose()
     timings = [{"propose_s": 1.0, "update_s": 3.0}, {"propose_s": 2.0, "update_s": 5.0}]
