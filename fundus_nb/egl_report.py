@@ -275,7 +275,8 @@ def interestingness_decay(res) -> dict:
 
 def plot_egl_map(image: np.ndarray, phi_map: np.ndarray, mask: np.ndarray, stride: int):
     """An image, its EGL map (magma, with a colour bar) and its exudate mask, side by side."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig.subplots_adjust(wspace=0.45)  # room for the colour bars' labels (constrained layout draws twice)
     axes[0].imshow(image)
     im = axes[1].imshow(phi_map, cmap="magma")
     fig.colorbar(im, ax=axes[1], label="Φ (expected gradient length)")
