@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _reference import hemorrhage_record
+from _reference import hemorrhage_record, spread_sesnet
 from torch import nn
 
 from fundus_nb import ses
@@ -385,9 +385,9 @@ def test_dense_probability_maps_on_a_dask_cluster_equal_the_local_maps():
 
 def test_ses_weight_pass_with_the_bulk_maps_is_bit_identical_to_the_per_image_loop():
     pool = [hemorrhage_record(i, lesion) for i, lesion in enumerate((True, False, True, False))]
-    model = _train_a_little(SeSNet(), seed=6).eval()
+    model = spread_sesnet()  # probabilities spread over (0, 1), as test_ses uses
     bulk = ses.SelectiveSampler(pool, batch_size=4, batches_per_epoch=1)
     bulk.update_weights(model)  # default: models.iter_dense_probability_maps, no client
     loop = ses.SelectiveSampler(pool, batch_size=4, batches_per_epoch=1)
     loop.update_weights(model, prob_map=dense_probability_map)  # one dense_probability_map per image
-    assert bulk.weights.std() > 1e-4 and np.array_equal(bulk.weights, loop.weights)
+    assert bulk.weights.std() > 1e-3 and np.array_equal(bulk.weights, loop.weights)
