@@ -33,12 +33,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check fundus_nb tests notebooks
 	$(BIN)/codespell fundus_nb notebooks tests docs README.md
 
+# Two pytest workers (pytest-xdist), each file kept on one worker (its notebook-series fixture runs
+# once), one thread per process so the two do not fight over the cores (TEST_JOBS=0: one process).
+TEST_JOBS ?= 2
+XDIST := $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
+
 test: lint
-	TQDM_DISABLE=1 FUNDUS_NB_CELL_TIMEOUT=900 $(BIN)/python -m pytest $(ARGS)
+	TQDM_DISABLE=1 OMP_NUM_THREADS=1 FUNDUS_NB_CELL_TIMEOUT=900 $(BIN)/python -m pytest $(XDIST) $(ARGS)
 
 # Everything but the tests that execute the notebook series (marked "notebooks").
 test-fast: lint
-	TQDM_DISABLE=1 $(BIN)/python -m pytest -m "not notebooks" $(ARGS)
+	TQDM_DISABLE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest $(XDIST) -m "not notebooks" $(ARGS)
 
 # JupyterLab in headless Chromium (Debian: apt-get install chromium chromium-driver): clicks notebook
 # 07's labelling widget and saves screenshots under runs/browser-test/. Skips when no browser is found.

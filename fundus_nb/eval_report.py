@@ -145,7 +145,7 @@ def score_models(models_by_label: Mapping[str, torch.nn.Module], records: Sequen
     maps, scores, cands = {}, {}, {}
     min_dist = max(1, int(round(min_distance_px)))
     for label, model in models_by_label.items():
-        _, maps[label] = monitor.image_scores(model, records, sigma_px, return_maps=True)
+        maps[label] = models.dense_probability_maps(model, records)  # exact maps (client= spreads them)
         pairs = list(zip(maps[label], records, strict=True))
         scores[label] = np.array([lesions.image_score(m, sigma_px, r.fov) for m, r in pairs])
         cands[label] = [lesions.candidates(m, sigma_px, min_dist, threshold, fov=r.fov, return_masks=True)

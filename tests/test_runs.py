@@ -128,15 +128,6 @@ def test_only_selects_notebooks_and_rejects_unknown_numbers(series, tmp_path):
         runs.run_series({}, {}, run_dir=tmp_path / "b", notebooks=series, only=["07"], progress=False)
 
 
-def test_sweep_grid_expands_and_rejects_malformed_values():
-    grid = runs.sweep_grid({"seed": "0,1", "strategy": "egl,random"})
-    assert grid == [
-        {"seed": "0", "strategy": "egl"}, {"seed": "0", "strategy": "random"},
-        {"seed": "1", "strategy": "egl"}, {"seed": "1", "strategy": "random"},
-    ]
-    with pytest.raises(RunError, match="comma-separated"):
-        runs.sweep_grid({"seed": "0,,1"})
-
 
 def test_cli_reports_unknown_parameter_in_one_line():
     proc = subprocess.run(
@@ -194,27 +185,6 @@ def test_update_readme_replaces_only_the_results_block(series, tmp_path):
         runs.update_readme(run_dir, tmp_path / "plain.md")
 
 
-def test_sweep_validates_every_point_before_starting(series, tmp_path):
-    # the shipped quick preset names parameters the tiny notebooks do not declare
-    with pytest.raises(RunError, match="unknown parameter"):
-        runs.run_sweep({"seed": "0,1"}, "quick", sweep_dir=tmp_path / "bad", notebooks=series)
-
-
-def test_sweep_end_to_end_with_cli(series, tmp_path):
-    preset = tmp_path / "mine.yaml"
-    preset.write_text("seed: 0\n")
-    sweep_dir = tmp_path / "sweep"
-    results = runs.run_sweep({"seed": "1,2", "strategy": "egl,random"}, str(preset), sweep_dir=sweep_dir,
-                             jobs=2, notebooks=series, only=["01"])
-    assert len(results) == 4 and all(code == 0 for _, _, code in results), [
-        (p, (t / "sweep.log").read_text()) for p, t, c in results if c]
-    metrics = json.loads((sweep_dir / "seed=2,strategy=random" / "metrics.json").read_text())
-    assert metrics == {"01_first": {"seed": 2, "strategy": "random"}}
-    mtime = (sweep_dir / "seed=1,strategy=egl" / "run.json").stat().st_mtime
-    again = runs.run_sweep({"seed": "1,2", "strategy": "egl,random"}, str(preset), sweep_dir=sweep_dir,
-                           jobs=2, notebooks=series, only=["01"])
-    assert all(code == 0 for _, _, code in again)
-    assert (sweep_dir / "seed=1,strategy=egl" / "run.json").stat().st_mtime == mtime  # skipped
 
 
 def test_kernels_talk_over_private_ipc_sockets_without_the_tcp_warning(series, tmp_path):
