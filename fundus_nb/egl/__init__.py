@@ -19,10 +19,6 @@ from .grid import GridSet, grid_kinds, grid_set, standardized_confounder_map
 from .phi import PARAMS, as_input, egl_map, expected_gradient_length, predictive_entropy, score
 from .selection import STRATEGIES, SelectionResult, pick, select_images, select_patches
 
-# Old private names that egl_report.py still calls (kept until it uses as_input and penultimate).
-_as_input = as_input
-_penultimate = penultimate
-
 __all__ = [
     "STRATEGIES",
     "PARAMS",

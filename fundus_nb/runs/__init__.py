@@ -62,7 +62,7 @@ from .report import (
     update_readme,
     write_summary,
 )
-from .sweep import point_name, run_sweep, sweep_grid
+from .sweep import point_name, read_sweep, run_sweep, sweep_grid
 
 __all__ = [
     "COMPARED", "HEADLINES", "LESIONS", "MADE_BY", "PRESETS", "README_END", "README_START", "RUN_RECORD",
@@ -73,6 +73,6 @@ __all__ = [
     "load_dataset_overlay", "load_metrics", "load_model", "load_preset", "load_split", "model_path",
     "new_run_id", "notebook_parameters", "notebooks_dir", "parse_overrides", "point_name",
     "prepare_run_dir", "read_record", "record_metrics", "require", "resolve_parameters", "run_series",
-    "run_sweep", "save_figure", "save_model", "save_split", "split_path", "split_records",
+    "read_sweep", "run_sweep", "save_figure", "save_model", "save_split", "split_path", "split_records",
     "summary_table", "sweep_grid", "update_readme", "write_record", "write_summary",
 ]
