@@ -34,6 +34,7 @@ from .patches import record_fov
 __all__ = [
     "image_labels",
     "balanced_subset",
+    "balanced_indices",
     "check_monitoring_split",
     "image_scores",
     "monitoring_az",
@@ -68,11 +69,18 @@ def balanced_subset(records: Sequence, n: int) -> list:
         raise ValueError(f"n must be >= 0, got {n}; pass 0 to keep every record")
     if n == 0 or n >= len(records):
         return records
-    y = image_labels(records).astype(bool)
+    return [records[i] for i in balanced_indices(image_labels(records), n)]
+
+
+def balanced_indices(labels, n: int) -> np.ndarray:
+    """Sorted indices of at most ``n`` items, half with label 1 and half with 0 where there are enough
+    (the other class fills the rest), the first ones of each class in order: the one capping rule of
+    :func:`balanced_subset` and ``runs.balanced``.
+    """
+    y = np.asarray(labels).astype(bool)
     pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
     k_pos = min(len(pos), max(n - len(neg), n // 2))
-    keep = np.sort(np.concatenate([pos[:k_pos], neg[: n - k_pos]]))
-    return [records[i] for i in keep]
+    return np.sort(np.concatenate([pos[:k_pos], neg[: n - k_pos]]))
 
 
 def check_monitoring_split(records: Sequence) -> np.ndarray:

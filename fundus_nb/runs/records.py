@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import data, preprocess
+from .. import data, monitor, preprocess
 from .artifacts import load_split, split_path
 
 LESIONS = ("hemorrhages", "exudates")
@@ -35,10 +35,8 @@ def balanced(records: Sequence, n: int, lesion: str = "hemorrhages") -> list:
     records = list(records)
     if n == 0 or n >= len(records):
         return records
-    has = np.array([bool(getattr(r, f"has_{lesion}")) for r in records], dtype=bool)
-    with_, without = np.flatnonzero(has), np.flatnonzero(~has)
-    n_with = min(len(with_), max(n - len(without), n // 2))
-    return [records[i] for i in np.sort(np.concatenate([with_[:n_with], without[: n - n_with]]))]
+    has = [bool(getattr(r, f"has_{lesion}")) for r in records]
+    return [records[i] for i in monitor.balanced_indices(has, n)]
 
 
 def _split(run_dir: str | os.PathLike, name: str) -> dict[str, Any]:
