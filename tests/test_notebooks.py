@@ -58,7 +58,8 @@ def test_notebook_follows_the_conventions(path):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("quick_run")
+    # a folder of its own: notebook 06 compares the runs beside run_dir, not other tests' folders
+    run_dir = tmp_path_factory.mktemp("quick_root") / "quick_run"
     result = runs.run_series("quick", run_dir=run_dir, progress=False, stop_on_error=False)
     return result
 
@@ -91,6 +92,22 @@ def test_quick_run_records_metrics_for_each_notebook(quick_run):
         assert path.stem in metrics and metrics[path.stem], f"{path.stem} recorded no metrics"
     assert (quick_run.run_dir / "summary.md").is_file()
     assert any((quick_run.run_dir / "figures").glob("*.png"))
+
+
+@pytest.mark.notebooks
+def test_compare_notebook_reads_runs_without_a_recorded_preset(quick_run, tmp_path):
+    # a folder holding the quick run and an older run that left only its metrics.json (no run.json,
+    # so no preset): notebook 06 must group the second under n/a, not divide by an empty group
+    root = tmp_path / "runs"
+    for name, files in (("with_record", ("metrics.json", "run.json")), ("metrics_only", ("metrics.json",))):
+        (root / name).mkdir(parents=True)
+        for f in files:
+            (root / name / f).write_bytes((quick_run.run_dir / f).read_bytes())
+    result = runs.run_series("quick", {"runs_root": str(root)}, only=["06"], run_dir=tmp_path / "compare",
+                             progress=False)
+    assert result.results[0].status == "ok", result.results[0].error
+    found = runs.runs_table(root)
+    assert sorted(found["preset"].fillna("n/a")) == ["n/a", "quick"]
 
 
 @pytest.mark.notebooks
