@@ -31,6 +31,7 @@ pytestmark = [
     ),
     pytest.mark.timeout(900),
     pytest.mark.notebooks,
+    pytest.mark.browser,
 ]
 
 #: Small settings so each notebook runs in seconds inside the browser (the quick preset's values).

@@ -112,8 +112,12 @@ def test_compare_notebook_reads_runs_without_a_recorded_preset(quick_run, tmp_pa
 
 @pytest.mark.notebooks
 def test_executed_notebooks_reproduce_under_nbval(quick_run):
-    copies = [str(r.output) for r in quick_run.results if r.status == "ok"]
-    assert copies
+    # Only copies with a checked cell are worth re-executing, and not 03: its one checked cell (split
+    # and pool sizes, from seeded functions whose determinism tests/test_data.py checks) would cost a full EGL
+    # re-training (a minute of the test's three).
+    checked = {p.stem for p in NOTEBOOKS if "NBVAL_CHECK_OUTPUT" in p.read_text()} - {"03_lenet_egl"}
+    copies = [str(r.output) for r in quick_run.results if r.status == "ok" and r.name in checked]
+    assert len(copies) == len(checked) >= 4, (sorted(checked), copies)
     env = dict(os.environ, TQDM_DISABLE="1")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",

@@ -5,6 +5,7 @@ import itertools
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -593,3 +594,34 @@ def test_compare_runs_matches_a_brute_force_grouping(tmp_path):
     text = runs.discuss_runs(runs.runs_table(tmp_path), table, ["egl_k", "seed"])
     assert "6 run folder(s) (quick ×6)" in text and "`egl_k` (16, 32)" in text
     assert f"moved {label} by {abs(means[0] - means[1]):.3f}" in text
+
+
+def test_runner_kernel_client_polls_its_sockets_in_short_slices():
+    # nbclient waits on the kernel's shell and iopub sockets with one long poll each; a wake-up missed
+    # there (jupyter/nbclient#312) cost a widget cell the whole 240-s cell timeout. The runner's client
+    # looks again every POLL_S seconds, still returns replies, and still times out when nothing comes.
+    import asyncio
+    from queue import Empty
+
+    async def talk():
+        km = runs.execute._local_kernel_manager()()
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            assert type(kc.shell_channel).__name__ == type(kc.iopub_channel).__name__ == "PollingChannel"
+            await kc.wait_for_ready(timeout=120)
+            msg_id = kc.kernel_info()
+            reply = await kc.shell_channel.get_msg(timeout=30)
+            assert reply["parent_header"]["msg_id"] == msg_id and reply["msg_type"] == "kernel_info_reply"
+            start = time.monotonic()
+            with pytest.raises(Empty):
+                await kc.shell_channel.get_msg(timeout=1.2)  # nothing was asked: nothing comes
+            waited = time.monotonic() - start
+            assert 1.2 <= waited < 1.2 + 2 * runs.execute.POLL_S + 1.0, waited
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+            km.cleanup_ipc_files()
+
+    asyncio.run(talk())

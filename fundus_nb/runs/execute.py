@@ -9,6 +9,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -63,19 +64,52 @@ def _cell_timeout() -> float | None:
     return seconds
 
 
+#: Seconds between two looks at a kernel socket (see ``PollingChannel`` in :func:`_local_kernel_manager`).
+POLL_S = 0.5
+
+
 def _local_kernel_manager():
-    """The kernel manager papermill uses: local IPC sockets in a private temporary folder.
+    """The kernel manager papermill uses: local IPC sockets in a private temporary folder, and a
+    client that polls its sockets in short slices.
 
     The kernel talks over IPC instead of TCP ports, so ipykernel does not warn about unencrypted TCP
     traffic (which a local run never sends) and parallel sweeps cannot collide on ports.
     """
     # Imported here: jupyter_client takes seconds to import on a loaded machine, and notebook
     # kernels import ``runs`` for figures and metrics without ever starting a kernel.
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_client.channels import AsyncZMQSocketChannel
     from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum, default
+    from traitlets import CaselessStrEnum, Type, default
+
+    class PollingChannel(AsyncZMQSocketChannel):
+        """A channel whose ``get_msg`` looks for a message at least every ``POLL_S`` seconds.
+
+        One long ``poll`` on an asyncio zmq socket can miss the wake-up of a message that arrives
+        while the client also polls the kernel's other socket (jupyter/nbclient#312, seen with
+        widget cells): the message is noticed only when the poll times out, so a one-second cell
+        "ran" for the whole cell timeout (240 s measured), or forever without one.
+        """
+
+        async def get_msg(self, timeout: float | None = None) -> dict[str, Any]:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                left = POLL_S if deadline is None else min(POLL_S, max(0.0, deadline - time.monotonic()))
+                if await self.socket.poll(int(left * 1000)):
+                    return await self._recv()
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Empty
+
+    class PollingKernelClient(AsyncKernelClient):
+        shell_channel_class = Type(PollingChannel)
+        iopub_channel_class = Type(PollingChannel)
 
     class LocalIPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("client_factory")
+        def _client_factory_default(self) -> type:
+            return PollingKernelClient
 
         @default("ip")
         def _ip_default(self) -> str:
