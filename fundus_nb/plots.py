@@ -40,7 +40,8 @@ def show_images(
     axes : array of Axes, optional
         Draw into these instead of a new figure (at least ``len(images)`` of them).
     max_side : int
-        Larger images are shown subsampled (every k-th pixel) to at most this many pixels a side.
+        Larger images are shown subsampled (every k-th pixel) to at most this many pixels a side;
+        the axes still count the full image's pixels, so overlays use the image's own coordinates.
 
     Returns
     -------
@@ -63,14 +64,18 @@ def show_images(
         raise ValueError(f"got {len(flat)} axes for {n} images; pass at least one axes per image")
     for ax, img, i in zip(flat, images, range(n), strict=False):  # extra axes stay empty
         img = np.asarray(img)
-        step = -(-max(img.shape[:2]) // max_side)
+        height, width = img.shape[:2]
+        # the axes keep the full image's pixel coordinates, so circles and points drawn afterwards land
+        # where they belong even when a large image is shown subsampled
+        extent = (-0.5, width - 0.5, height - 0.5, -0.5)
+        step = -(-max(height, width) // max_side)
         if step > 1:  # display only: a strided copy draws much faster than a 4000-pixel image
             img = img[::step, ::step]
         if img.ndim == 2:
             shown = img.astype(float) if img.dtype == bool else img
-            ax.imshow(shown, cmap=cmap, interpolation="nearest")
+            ax.imshow(shown, cmap=cmap, interpolation="nearest", extent=extent)
         else:
-            ax.imshow(img, interpolation="antialiased")
+            ax.imshow(img, interpolation="antialiased", extent=extent)
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
     for ax in flat:

@@ -32,6 +32,21 @@ def test_plots_helpers():
     plt.close("all")
 
 
+def test_a_subsampled_image_keeps_its_pixel_coordinates():
+    # a 2100 x 3000 image is shown every 3rd pixel; a circle drawn in the image's own pixels must sit
+    # over the same image content as on a small image shown whole
+    big = np.zeros((2100, 3000), np.uint8)
+    fig = plots.show_images([big, big[:100, :100]], max_side=1024)
+    ax_big, ax_small = fig.axes
+    assert ax_big.images[0].get_array().shape == (700, 1000)  # drawn subsampled
+    assert ax_big.get_xlim() == (-0.5, 2999.5) and ax_big.get_ylim() == (2099.5, -0.5)
+    assert ax_small.get_xlim() == (-0.5, 99.5) and ax_small.get_ylim() == (99.5, -0.5)
+    plots.draw_circle(ax_big, (1050, 1500, 900))
+    circle = ax_big.patches[0]
+    assert circle.center == (1500, 1050) and circle.radius == 900
+    plt.close(fig)
+
+
 @pytest.mark.parametrize("grey", [False, True])
 def test_overlay_mask_equals_skimage_label2rgb(grey):
     """overlay_mask is label2rgb's overlay (image kept in colour, background untouched), written out for speed."""
