@@ -1,7 +1,5 @@
 """The series on real data: IDRiD end to end, and the pieces that make it possible.
 
-* ``metrics.froc_all_images``: the documented FROC fallback for a test set without lesion-free
-  images, checked against a brute-force loop written here.
 * ``preprocess.standardize_record``'s on-disk cache: identical to the uncached result, keyed by the
   files' modification times, never used for records edited in memory.
 * the IDRiD dataset overlay (``fundus_nb/presets/datasets/idrid.yaml``).
@@ -17,73 +15,9 @@ import os
 import numpy as np
 import pytest
 
-from fundus_nb import data, metrics, preprocess, runs
+from fundus_nb import data, preprocess, runs
 
 IDRID = "idrid"
-
-
-# ----------------------------------------------------------------------------- FROC fallback
-def _brute_froc_all_images(detections, lesions, tolerance):
-    """Sensitivity and FP/image at every distinct probability, by explicit loops."""
-    probs = sorted({float(d[2]) for det in detections.values() for d in det}, reverse=True)
-    n_lesions = sum(len(c) for c in lesions.values())
-    sens, fps = [], []
-    for t in probs:
-        found = fp = 0
-        for key, centres in lesions.items():
-            det = [d for d in detections.get(key, []) if d[2] >= t]
-            for c in centres:
-                if any(np.hypot(d[0] - c[0], d[1] - c[1]) <= tolerance for d in det):
-                    found += 1
-            for d in det:
-                if all(np.hypot(d[0] - c[0], d[1] - c[1]) > tolerance for c in centres):
-                    fp += 1
-        sens.append(found / n_lesions)
-        fps.append(fp / len(lesions))
-    return np.array(probs), np.array(sens), np.array(fps)
-
-
-def test_froc_all_images_matches_a_brute_force_loop():
-    rng = np.random.default_rng(3)
-    lesions, detections = {}, {}
-    for k in range(6):
-        centres = rng.uniform(0, 100, (rng.integers(0, 5), 2))
-        lesions[f"im{k}"] = centres
-        near = centres + rng.normal(0, 5, centres.shape)  # some within 8 px, some not
-        far = rng.uniform(0, 100, (rng.integers(0, 6), 2))
-        pts = np.clip(np.vstack([near, far]), 0, 99)
-        detections[f"im{k}"] = np.column_stack([pts, rng.uniform(0, 1, len(pts))])
-    assert sum(len(c) for c in lesions.values()) > 0  # the seed draws lesions
-    curve = metrics.froc_all_images(detections, lesions, 8.0, image_shapes={k: (100, 100) for k in lesions})
-    thr, sens, fps = _brute_froc_all_images(detections, lesions, 8.0)
-    np.testing.assert_allclose(curve.thresholds, thr)
-    np.testing.assert_allclose(curve.sensitivity, sens)
-    np.testing.assert_allclose(curve.fp_per_image, fps)
-    assert curve.n_lesions == sum(len(c) for c in lesions.values())
-    assert curve.n_negative_images == len(lesions)
-
-
-def test_froc_all_images_small_case_by_hand():
-    det = {"a": np.array([[10, 10, 0.9], [50, 50, 0.8], [11, 10, 0.3]]), "b": np.array([[5, 5, 0.7]])}
-    les = {"a": np.array([[10, 12.0]]), "b": np.zeros((0, 2))}
-    curve = metrics.froc_all_images(det, les, 8.0)
-    # the lesion is found from 0.9 on; (50,50) at 0.8 and (5,5) at 0.7 are the false positives of 2 images
-    np.testing.assert_allclose(curve.thresholds, [0.9, 0.8, 0.7, 0.3])
-    np.testing.assert_allclose(curve.sensitivity, [1, 1, 1, 1])
-    np.testing.assert_allclose(curve.fp_per_image, [0, 0.5, 1.0, 1.0])
-    np.testing.assert_allclose(metrics.sensitivity_at(curve, [0.1, 1.0]), [1.0, 1.0])
-
-
-def test_froc_all_images_rejects_bad_input():
-    les = {"a": np.array([[10, 12.0]])}
-    with pytest.raises(ValueError, match="missing from `lesions`"):
-        metrics.froc_all_images({"zz": np.array([[1, 1, 0.5]])}, les)
-    with pytest.raises(ValueError, match="tolerance"):
-        metrics.froc_all_images({}, les, tolerance=-1)
-    with pytest.raises(ValueError, match="no reference lesions"):
-        metrics.froc_all_images({"a": np.array([[1, 1, 0.5]])}, {"a": np.zeros((0, 2))})
-    with pytest.raises(ValueError, match="outside"):
-        metrics.froc_all_images({"a": np.array([[500, 1, 0.5]])}, les, image_shapes={"a": (100, 100)})
 
 
 # ----------------------------------------------------------------------------- overlay
