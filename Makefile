@@ -1,6 +1,7 @@
 # fundus_nb: every target creates the virtual environment and installs what it needs when missing.
 # Python 3.11 to 3.13 (the first found); PYTHON=/path/to/python overrides.
-PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
+# (A pyenv shim for a version that is not active exits 127: only a candidate that runs is taken.)
+PYTHON ?= $(shell for p in python3.11 python3.12 python3.13 python3; do $$p -c '' 2>/dev/null && command -v $$p && break; done)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
