@@ -20,9 +20,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     common = argparse.ArgumentParser(add_help=False)
+    # No default here: the parsers share this action, so a default set on one sets it for all (a
+    # sweep's "keep the recorded preset" once made a plain `run` start with no preset); main() fills it.
     common.add_argument(
-        "--preset", default="default",
-        help=f"one of {', '.join(PRESETS)}, or a path to a YAML file of parameter values (default: default)",
+        "--preset",
+        help=f"one of {', '.join(PRESETS)}, or a path to a YAML file of parameter values (default: default; "
+        "a resumed sweep keeps its recorded preset)",
     )
     common.add_argument(
         "-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
@@ -52,7 +55,6 @@ def _parser() -> argparse.ArgumentParser:
         "--resume", action="store_true",
         help="finish the sweep recorded in --sweep-dir (its grid and preset unless given); finished points are kept",
     )
-    sweep.set_defaults(preset=None)  # a resumed sweep keeps its recorded preset
 
     summary = sub.add_parser("summary", help="print the results table of a run folder")
     summary.add_argument("run_dir", help="a run folder, or a run id under runs/")
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.resume and run_dir is None:
                 raise RunError("--resume needs the run to continue: pass --run-id NAME or --run-dir PATH")
             result = run_series(
-                args.preset, overrides, only=only, run_dir=run_dir, resume=args.resume,
+                args.preset or "default", overrides, only=only, run_dir=run_dir, resume=args.resume,
                 progress=not args.quiet, notebooks=args.notebooks,
             )
             for r in result.results:

@@ -3,6 +3,7 @@
 import ast
 import itertools
 import json
+import os
 import subprocess
 import sys
 import time
@@ -186,6 +187,20 @@ def test_update_readme_replaces_only_the_results_block(series, tmp_path):
         runs.update_readme(run_dir, tmp_path / "plain.md")
 
 
+
+
+def test_run_without_preset_uses_the_default_preset(tmp_path):
+    # `make run` passes no --preset; the sweep subcommand's "keep the recorded preset" once leaked into
+    # the shared --preset option and made a plain run fail with a TypeError. Notebook 06 only reads files.
+    proc = subprocess.run(
+        [sys.executable, "-m", "fundus_nb", "run", "--run-dir", str(tmp_path / "run"), "--only", "06", "--quiet"],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, TQDM_DISABLE="1"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["preset"] == "default" and record["notebooks"]["06_compare_runs"]["status"] == "ok"
+    params = record["notebooks"]["06_compare_runs"]["parameters"]
+    assert params["quick"] is runs.load_preset("default")["quick"] is False
 
 
 def test_kernels_talk_over_private_ipc_sockets_without_the_tcp_warning(series, tmp_path):
