@@ -42,7 +42,7 @@ XDIST := $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
 THREADS := $(if $(filter 0,$(TEST_JOBS)),,OMP_NUM_THREADS=1)
 
 test: lint
-	TQDM_DISABLE=1 $(THREADS) FUNDUS_NB_CELL_TIMEOUT=900 $(BIN)/python -m pytest $(XDIST) -m "not browser" $(ARGS)
+	TQDM_DISABLE=1 $(THREADS) FUNDUS_NB_CELL_TIMEOUT=900 $(BIN)/python -m pytest $(XDIST) -m "not browser" --durations=15 $(ARGS)
 	TQDM_DISABLE=1 FUNDUS_NB_CELL_TIMEOUT=900 $(BIN)/python -m pytest -m browser $(ARGS) || [ $$? = 5 ]
 
 # Everything but the tests that execute the notebook series (marked "notebooks").

@@ -492,9 +492,9 @@ def discussion(
             )
     lines.append("- Collapsed runs: " + ", ".join(f"{n} {c['runs']}/{c['of']}" for n, c in collapses.items()) + ".")
     e = collapses.get("egl")
-    if e is not None:
-        lines.append(f"  EGL collapsed in {e['runs']} of {e['of']} runs" + (
-            " (one class predicted at the end: see the collapsed-run cell)." if e["runs"] else "."))
+    if e is not None and e["runs"]:
+        lines.append(f"  EGL collapsed in {e['runs']} of {e['of']} runs (one class predicted at the end: see the "
+                     "collapsed-run cell).")
     if interest and interest.get("rounds", 0) >= 2 and interest.get("ratio") is not None:
         trend = "fell" if interest["ratio"] < 1 else "rose"
         lines.append(

@@ -755,7 +755,9 @@ def discussion(summary: dict[str, Any]) -> str:
     f0, curve = s.get("f_measure_initial"), s.get("f_measure_per_update") or []
     if curve and f0 is not None:
         d = curve[-1] - f0
-        trend = "rose" if d > 0.01 else "fell" if d < -0.01 else "stayed where it was"
+        # first against last: the updates in between may go either way
+        trend = "ended higher than it began" if d > 0.01 else "ended lower than it began" if d < -0.01 else (
+            "ended where it began")
         out.append(
             f"The validation F-measure {trend} ({f0:.3f} before the first answer, "
             + ", ".join(f"{f:.3f}" for f in curve)
