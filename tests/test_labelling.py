@@ -255,7 +255,8 @@ def test_discussion_sentences_follow_the_numbers():
     assert f"only {binom.sf(5, 20, 0.05):.1%} of the time" in many and "more than a random draw finds" in many
     assert "no more than a random draw finds by luck" in few
     assert "near-duplicates" in many and "spread over the image" in few
-    assert "F-measure ended higher than it began (0.200 before the first answer, 0.300, 0.500 after each update)." in many
+    assert ("F-measure ended higher than it began (0.200 before the first answer, 0.300, 0.500 after each "
+            "update).") in many
     none = labelling.discussion({**base, "n_answers": 8, "n_exudate": 0, "exudate_fraction_random_expected": 0.01,
                                  "f_measure_per_update": [0.1]})
     assert "too few answers to tell" in none and "F-measure ended lower than it began (" in none
