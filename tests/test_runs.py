@@ -640,3 +640,22 @@ def test_runner_kernel_client_polls_its_sockets_in_short_slices():
             km.cleanup_ipc_files()
 
     asyncio.run(talk())
+
+
+def test_a_notebook_without_a_kernelspec_is_read_and_run_with_python3(tmp_path):
+    # nbformat.v4.new_notebook() (a notebook written by a script) names no kernel; papermill's
+    # parameter inference alone stops with "No kernel name found"
+    d = tmp_path / "nbs"
+    d.mkdir()
+    path = _notebook(d / "01_plain.ipynb", 'run_dir = ""\nseed = 3  # random seed\n',
+                     "from fundus_nb import runs\nruns.record_metrics(run_dir, '01_plain', {'seed': seed})\n")
+    nb = nbformat.read(str(path), as_version=4)
+    del nb.metadata["kernelspec"]
+    nbformat.write(nb, str(path))
+    before = path.read_bytes()
+    params = runs.notebook_parameters(path)
+    assert {name: p.default for name, p in params.items()} == {"run_dir": "", "seed": 3}
+    assert path.read_bytes() == before  # the user's file is not rewritten
+    result = runs.run_series({"seed": 5}, run_dir=tmp_path / "run", notebooks=d, progress=False)
+    assert result.ok, result.results[0].error
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["01_plain"]["seed"] == 5

@@ -178,6 +178,7 @@ def _execute(nb: Path, output: Path, params: dict[str, Any], run_dir: Path) -> s
             parameters=params,
             cwd=str(run_dir),
             kernel_name="python3",
+            language="python",  # a notebook without a kernelspec still gets its parameters injected
             kernel_manager_class=_local_kernel_manager(),
             execution_timeout=_cell_timeout(),
             progress_bar=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,17 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, Parameter]:
         for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
         if isinstance(t, ast.Name)
     }
-    inferred = papermill.inspect_notebook(str(path))
+    if nb.metadata.get("kernelspec", {}).get("name"):
+        inferred = papermill.inspect_notebook(str(path))
+    else:
+        # A notebook written by a script often has no kernelspec; papermill's inference then stops with
+        # "No kernel name found". The runner executes every notebook with the python3 kernel: read the
+        # parameters of a copy that names it (the user's file is never written).
+        nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+        with tempfile.TemporaryDirectory(prefix="fundus_nb-params-") as tmp:
+            copy = Path(tmp) / path.name
+            nbformat.write(nb, str(copy))
+            inferred = papermill.inspect_notebook(str(copy))
     unread = sorted(set(assigned) - set(inferred))
     if unread:
         name = unread[0]
