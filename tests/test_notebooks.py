@@ -2,7 +2,8 @@
 
 The whole series runs once (module-scoped fixture) through the main job's runner, exactly as
 ``python -m fundus_nb run --preset quick`` does; nbval then re-executes the executed copies
-(``--nbval-lax``: only cells marked ``# NBVAL_CHECK_OUTPUT`` are compared).
+(``--nbval-lax``: only cells marked ``# NBVAL_CHECK_OUTPUT`` are compared) with ``interactive=True``
+and a cell appended that moves every widget's controls (``tests/_widget_driver.py``).
 """
 
 import json
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _widget_driver as widget_driver
 import nbformat
 import pytest
 
@@ -111,18 +113,34 @@ def test_compare_notebook_reads_runs_without_a_recorded_preset(quick_run, tmp_pa
 
 
 @pytest.mark.notebooks
-def test_executed_notebooks_reproduce_under_nbval(quick_run):
-    # Only copies with a checked cell are worth re-executing, and not 03: its one checked cell (split
-    # and pool sizes, from seeded functions whose determinism tests/test_data.py checks) would cost a full EGL
-    # re-training (a minute of the test's three).
-    checked = {p.stem for p in NOTEBOOKS if "NBVAL_CHECK_OUTPUT" in p.read_text()} - {"03_lenet_egl"}
-    copies = [str(r.output) for r in quick_run.results if r.status == "ok" and r.name in checked]
-    assert len(copies) == len(checked) >= 4, (sorted(checked), copies)
+def test_executed_notebooks_reproduce_and_every_widget_responds_under_nbval(quick_run, tmp_path):
+    # One re-execution checks two things: nbval compares the outputs of the cells marked
+    # NBVAL_CHECK_OUTPUT with the quick run's, and, with interactive=True and the widget driver
+    # appended (tests/_widget_driver.py), every widget is moved through each of its controls. The
+    # copies keep the quick run's run_dir, so 04 resumes its finished checkpoints instead of training.
+    checked = {p.stem for p in NOTEBOOKS if "NBVAL_CHECK_OUTPUT" in p.read_text()}
+    assert len(checked) >= 5 and set(widget_driver.EXPECTED) - checked == {"07_label_with_egl"}, sorted(checked)
+    copies = []
+    for r in quick_run.results:
+        if r.name not in checked | set(widget_driver.EXPECTED):
+            continue
+        assert r.status == "ok", f"{r.name} failed in the quick run: {r.error}"
+        nb = nbformat.read(str(r.output), as_version=4)
+        if r.name in widget_driver.EXPECTED:
+            nb = widget_driver.make_interactive(nb, r.name)
+        copies.append(str(tmp_path / f"{r.name}.ipynb"))
+        nbformat.write(nb, copies[-1])
     env = dict(os.environ, TQDM_DISABLE="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
-         "--nbval-current-env", "--sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
-         "--rootdir", str(quick_run.run_dir), *copies],
-        cwd=quick_run.run_dir, capture_output=True, text=True, env=env, timeout=1200,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+         "--nbval-cell-timeout", "600", "--sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
+         "--rootdir", str(tmp_path), *copies],
+        cwd=tmp_path, capture_output=True, text=True, env=env, timeout=1800,
     )
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-2000:]
+    # the driver answered patch 1 "exudate" (toggle), then "e", "h" by keys, undid "h", answered
+    # "skip" and asked for the next image: each reached the labels file
+    lines = (quick_run.run_dir / "labelling" / "labels.jsonl").read_text().splitlines()
+    tail = [(e["event"], e.get("label")) for e in map(json.loads, lines[-7:])]
+    assert ("undo", None) in tail and ("label", "skip") in tail and ("label", "exudate") in tail, tail
+    assert tail[-1][0] == "image", tail  # "next image" chose another image

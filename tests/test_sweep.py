@@ -13,7 +13,7 @@ import dask
 import pytest
 from _reference import assert_one_sentence
 from distributed import Client, LocalCluster
-from test_runs import _notebook
+from test_runs import _notebook, _record
 
 from fundus_nb import runs
 from fundus_nb.runs import RunError
@@ -25,8 +25,7 @@ def series(tmp_path):
     """One notebook recording its seed and strategy (the first of test_runs.py's tiny series)."""
     (tmp_path / "nbs").mkdir()
     params = 'run_dir = ""\nseed = 0\nstrategy = "egl"  # one of: egl, random\n'
-    body = "from fundus_nb import runs\nruns.record_metrics(run_dir, '01_first', {'seed': seed, 'strategy': strategy})"
-    _notebook(tmp_path / "nbs" / "01_first.ipynb", params, body)
+    _notebook(tmp_path / "nbs" / "01_first.ipynb", params, _record("01_first", "{'seed': seed, 'strategy': strategy}"))
     return tmp_path / "nbs"
 
 
