@@ -101,7 +101,7 @@ def lab(tmp_path_factory):
     yield {"url": url, "token": token, "folder": folder, "run_dir": run_dir}
     os.killpg(proc.pid, 15)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:  # a busy kernel can keep the server from stopping: end it
         os.killpg(proc.pid, 9)
         proc.wait(timeout=30)
@@ -149,7 +149,7 @@ def _open_and_run_all(drv, lab, stem: str) -> None:
     _wait(lambda: drv.find_elements("css selector", ".jp-Notebook .jp-Cell"), 60, "the notebook's cells", drv)
     time.sleep(2)  # let the kernel start
     _by_text(drv, ".lm-MenuBar-itemLabel", "Run")[0].click()
-    _wait(lambda: _by_text(drv, ".lm-Menu-itemLabel", "Run All Cells"), 10, "the Run menu", drv)[0].click()
+    _wait(lambda: _by_text(drv, ".lm-Menu-itemLabel", "Run All Cells"), 30, "the Run menu", drv)[0].click()
 
 
 def _labels(lab) -> list[dict]:
@@ -180,7 +180,7 @@ def test_labelling_widget_in_jupyterlab_with_chromium(lab, browser):
     healthy = _by_text(drv, "button", "healthy")
     exudate[0].click()
     healthy[1].click()
-    _wait(lambda: sum(e["event"] == "label" for e in _labels(lab)) >= before_labels + 2, 30,
+    _wait(lambda: sum(e["event"] == "label" for e in _labels(lab)) >= before_labels + 2, 60,
           "two answers in labels.jsonl", drv)
     _by_text(drv, "button", "update model")[0].click()
     hist = lab["run_dir"] / "labelling" / "labelling_history.json"
