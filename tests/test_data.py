@@ -604,3 +604,30 @@ def test_errors_are_one_sentence_with_the_fix(tmp_path, call, error):
     with pytest.raises(error) as info:
         call(tmp_path)
     assert_one_sentence(info.value)
+
+
+def test_centers_from_mask_are_the_mean_pixel_of_each_8_connected_component():
+    rng = np.random.default_rng(3)
+    mask = rng.random((60, 80)) > 0.93  # scattered pixels, many joined only at a corner
+    mask[10:20, 30:45] = True
+    got = data.centers_from_mask(mask)
+    # brute force: flood-fill each component with 8-neighbours, in the scan order of its first pixel
+    seen, expected = np.zeros_like(mask), []
+    for r0, c0 in zip(*np.nonzero(mask), strict=True):
+        if seen[r0, c0]:
+            continue
+        stack, pixels = [(r0, c0)], []
+        seen[r0, c0] = True
+        while stack:
+            r, c = stack.pop()
+            pixels.append((r, c))
+            for dr in (-1, 0, 1):
+                for dc in (-1, 0, 1):
+                    rr, cc = r + dr, c + dc
+                    if 0 <= rr < 60 and 0 <= cc < 80 and mask[rr, cc] and not seen[rr, cc]:
+                        seen[rr, cc] = True
+                        stack.append((rr, cc))
+        expected.append(np.mean(pixels, axis=0))
+    assert len(expected) > 50 and got.shape == (len(expected), 2)
+    np.testing.assert_allclose(got, expected)
+    assert data.centers_from_mask(np.zeros((5, 5), bool)).shape == (0, 2) and data.centers_from_mask(None) is None
