@@ -22,24 +22,30 @@ def idrid_root() -> Path:
     return IDRID_SAMPLES
 
 
-#: The files that execute notebooks, longest first: the quick series with its nbval re-execution, the
-#: IDRiD series, JupyterLab in Chromium.
-LONG_FILES = ("tests/test_notebooks.py", "tests/test_real_data.py", "tests/test_browser.py")
+#: The files handed out first, in this order: the three that execute notebooks (the quick series with
+#: its nbval re-execution, the IDRiD series, JupyterLab in Chromium), one to each of make test's three
+#: workers; three files of a few seconds that xdist queues behind them (it gives every worker two
+#: files at the start, and the second should not lengthen the longest worker's run); then the slowest
+#: of the rest. All other files follow by their number of tests, most first.
+FIRST_FILES = (
+    "tests/test_notebooks.py", "tests/test_real_data.py", "tests/test_browser.py",
+    "tests/test_plots.py", "tests/test_packaging.py", "tests/test_widgets.py",
+    "tests/test_runs.py", "tests/test_sweep.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run the long files first, then the others by their number of tests.
+    """Order the test files as ``FIRST_FILES`` says; the tests of a file keep their order.
 
     ``make test`` hands whole files to its pytest-xdist workers in this order (``--dist loadfile
     --no-loadscope-reorder``): the long files start at once and the short ones fill in beside them,
-    instead of a long file running alone at the end while the other worker idles. The tests of a
-    file keep their order.
+    instead of a long file running alone at the end while the other workers idle.
     """
     files: dict[str, list] = {}
     for item in items:
         files.setdefault(item.nodeid.split("::")[0], []).append(item)
 
     def rank(name: str) -> tuple[int, int]:
-        return (LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES)), -len(files[name])
+        return (FIRST_FILES.index(name) if name in FIRST_FILES else len(FIRST_FILES)), -len(files[name])
 
     items[:] = [item for name in sorted(files, key=rank) for item in files[name]]

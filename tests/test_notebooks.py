@@ -118,6 +118,8 @@ def test_executed_notebooks_reproduce_and_every_widget_responds_under_nbval(quic
     # NBVAL_CHECK_OUTPUT with the quick run's, and, with interactive=True and the widget driver
     # appended (tests/_widget_driver.py), every widget is moved through each of its controls. The
     # copies keep the quick run's run_dir, so 04 resumes its finished checkpoints instead of training.
+    # Two notebooks at a time (pytest-xdist, a notebook to a worker): each reads what the quick run left,
+    # and what it writes (atomically) holds the values the quick run wrote.
     checked = {p.stem for p in NOTEBOOKS if "NBVAL_CHECK_OUTPUT" in p.read_text()}
     assert len(checked) >= 5 and set(widget_driver.EXPECTED) - checked == {"07_label_with_egl"}, sorted(checked)
     copies = []
@@ -132,7 +134,8 @@ def test_executed_notebooks_reproduce_and_every_widget_responds_under_nbval(quic
         nbformat.write(nb, copies[-1])
     env = dict(os.environ, TQDM_DISABLE="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", "--dist", "loadfile",
+         "--nbval-lax", "--nbval-current-env",
          "--nbval-cell-timeout", "600", "--sanitize-with", str(ROOT / "tests" / "nbval_sanitize.cfg"),
          "--rootdir", str(tmp_path), *copies],
         cwd=tmp_path, capture_output=True, text=True, env=env, timeout=1800,
