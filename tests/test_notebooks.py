@@ -58,11 +58,22 @@ def test_notebook_follows_the_conventions(path):
     )
 
 
+#: Beside the quick run: an older run that left only its metrics.json (no run.json, so no preset).
+OLDER_RUN = {
+    "04_ses_hemorrhage": {"plateau_ratio_ses_over_nses": {"mean": 0.9}},
+    "05_evaluation": {"image_level": {"ses": {"az": 0.81}, "nses": {"az": 0.74}},
+                      "froc": {"ses": {"sens_at_1": 0.7}, "nses": {"sens_at_1": 0.5}}},
+}
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    # a folder of its own: notebook 06 compares the runs beside run_dir, not other tests' folders
-    run_dir = tmp_path_factory.mktemp("quick_root") / "quick_run"
-    result = runs.run_series("quick", run_dir=run_dir, progress=False, stop_on_error=False)
+    # a folder of its own (notebook 06 compares the runs beside run_dir, not other tests' folders),
+    # holding one older run without a recorded preset
+    root = tmp_path_factory.mktemp("quick_root")
+    for section, values in OLDER_RUN.items():
+        runs.record_metrics(root / "metrics_only", section, values)
+    result = runs.run_series("quick", run_dir=root / "quick_run", progress=False, stop_on_error=False)
     return result
 
 
@@ -97,19 +108,18 @@ def test_quick_run_records_metrics_for_each_notebook(quick_run):
 
 
 @pytest.mark.notebooks
-def test_compare_notebook_reads_runs_without_a_recorded_preset(quick_run, tmp_path):
-    # a folder holding the quick run and an older run that left only its metrics.json (no run.json,
-    # so no preset): notebook 06 must group the second under n/a, not divide by an empty group
-    root = tmp_path / "runs"
-    for name, files in (("with_record", ("metrics.json", "run.json")), ("metrics_only", ("metrics.json",))):
-        (root / name).mkdir(parents=True)
-        for f in files:
-            (root / name / f).write_bytes((quick_run.run_dir / f).read_bytes())
-    result = runs.run_series("quick", {"runs_root": str(root)}, only=["06"], run_dir=tmp_path / "compare",
-                             progress=False)
-    assert result.results[0].status == "ok", result.results[0].error
+def test_compare_notebook_reads_runs_without_a_recorded_preset(quick_run):
+    # notebook 06 of the quick run compared it with the older run beside it, which has no preset: it
+    # must group that one under n/a (it once divided by an empty group), and show both
+    root = quick_run.run_dir.parent
     found = runs.runs_table(root)
     assert sorted(found["preset"].fillna("n/a")) == ["n/a", "quick"]
+    executed = nbformat.read(str(quick_run.run_dir / "06_compare_runs.ipynb"), as_version=4)
+    shown = json.dumps([c.get("outputs", []) for c in executed.cells])
+    assert "metrics_only" in shown and "quick_run" in shown
+    comparison = runs.compare_runs(runs.collect_metrics(root), ["preset"])
+    older = comparison[(comparison["preset"] == "n/a") & (comparison["metric"] == "Test Az SeS")]
+    assert older["mean"].tolist() == [OLDER_RUN["05_evaluation"]["image_level"]["ses"]["az"]]
 
 
 @pytest.mark.notebooks
