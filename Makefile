@@ -47,8 +47,8 @@ lint: $(STAMP)
 	$(BIN)/codespell fundus_nb notebooks tests docs README.md
 
 # TEST_JOBS pytest-xdist workers, each given whole test files, longest first (tests/conftest.py), one
-# thread per process; 0: one process. Three workers on two cores: the browser test and the notebook
-# kernels wait (for pages, sockets, kernel starts) a third of the time, and a third worker fills it.
+# thread per process; 0: one process. Three workers on two cores: the browser test alone left about
+# a third of the CPU idle (it waits for pages and kernels); a third worker fills that time.
 TEST_JOBS ?= 3
 XDIST := $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder)
 THREADS := $(if $(filter 0,$(TEST_JOBS)),,OMP_NUM_THREADS=1)

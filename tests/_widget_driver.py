@@ -12,7 +12,7 @@ import re
 
 import nbformat
 
-#: Appended to every notebook: drive every ``interact`` widget (the kernel's display publisher and
+#: Appended to each notebook of ``EXPECTED``: drive every ``interact`` widget (the kernel's display publisher and
 #: stdout are wrapped to see what the callback shows, and ``showtraceback`` to see it raise) and every
 #: package widget (they draw into an ``Output`` whose ``outputs`` the
 #: kernel holds); the notebook fails when a control changes nothing or raises.

@@ -22,8 +22,8 @@ from fundus_nb.runs import Parameter, RunError
 def _record(section: str, values: str) -> str:
     """Notebook source merging ``values`` (a dict, as Python source) into ``<run_dir>/metrics.json``.
 
-    What ``runs.record_metrics`` does, with the standard library only: a toy notebook that imports the
-    package spends five seconds on torch, scikit-learn and pandas, one that does not spends one.
+    What ``runs.record_metrics`` does, with the standard library only: importing the package costs a
+    toy notebook 4.8 s (torch, scikit-learn, pandas) on top of the 1.4 s a bare kernel takes.
     """
     return (
         "import json, pathlib\n"
@@ -642,7 +642,11 @@ def test_runner_kernel_client_polls_its_sockets_in_short_slices():
             assert type(kc.shell_channel).__name__ == type(kc.iopub_channel).__name__ == "PollingChannel"
             await kc.wait_for_ready(timeout=120)
             msg_id = kc.kernel_info()
+            # wait_for_ready may have sent more kernel_info requests than it read replies to (a loaded
+            # machine answers slowly): skip those stale replies, then ours must come
             reply = await kc.shell_channel.get_msg(timeout=30)
+            while reply["parent_header"]["msg_id"] != msg_id and reply["msg_type"] == "kernel_info_reply":
+                reply = await kc.shell_channel.get_msg(timeout=30)
             assert reply["parent_header"]["msg_id"] == msg_id and reply["msg_type"] == "kernel_info_reply"
             start = time.monotonic()
             with pytest.raises(Empty):
